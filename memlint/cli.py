@@ -1,0 +1,214 @@
+"""The command line: `memlint [check] PATH...`, `memlint rule CODE`, `memlint gpus`.
+
+Exit codes (ruff's): 0 no finding at warning level or above, 1 findings, 2 usage, configuration or internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+
+from memlint import __version__
+
+SUBCOMMANDS = ("check", "rule", "gpus")
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits 2 on usage errors; keep that, with our prefix
+        self.print_usage(sys.stderr)
+        self.exit(2, f"memlint: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="memlint", description="A static linter for GPU memory in PyTorch training code.")
+    parser.add_argument("--version", action="version", version=f"memlint {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = sub.add_parser(
+        "check",
+        help="check files and folders (the default command)",
+        description="Find, price and fix GPU-memory risks in PyTorch code and YAML configs.",
+    )
+    check.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: .)")
+    check.add_argument(
+        "--gpu", help="the card to price against: a name ('RTX 4090', rtx4090, 4090) or a size (24GB)"
+    )
+    check.add_argument(
+        "--dim",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="declare a size, e.g. --dim batch_size=16 --dim N=13 (repeatable)",
+    )
+    check.add_argument("--select", help="comma-separated codes or prefixes to enable (default: ALL)")
+    check.add_argument("--extend-select", help="codes or prefixes to enable on top of the settings")
+    check.add_argument("--ignore", help="comma-separated codes or prefixes to disable")
+    check.add_argument(
+        "--output-format",
+        choices=None,
+        default=None,
+        help="full (default), concise, json, github, sarif; also MEMLINT_OUTPUT_FORMAT",
+    )
+    check.add_argument("--show-info", action="store_true", default=None, help="also show info-level findings")
+    check.add_argument("--exit-zero", action="store_true", help="exit 0 even when there are findings")
+    check.add_argument("--config", metavar="FILE", help="settings file (pyproject.toml or .memlint.yaml)")
+    check.add_argument("--no-config", action="store_true", help="ignore settings files")
+    check.add_argument(
+        "--optimizer", help="optimizer for parameter costs: adam, adamw, sgd, sgd_momentum, adam8bit"
+    )
+    check.add_argument("--precision", help="fp32, bf16-mixed, 16-mixed, bf16-true, ...")
+    check.add_argument("-o", "--output-file", metavar="FILE", help="write the report to FILE")
+
+    rule = sub.add_parser("rule", help="show a rule's documentation", description="Explain a rule.")
+    rule.add_argument("code", nargs="?", help="a rule code such as MEM201")
+    rule.add_argument("--all", action="store_true", help="every rule")
+    rule.add_argument("--output-format", choices=("text", "json"), default="text")
+
+    sub.add_parser("gpus", help="list the GPU catalogue with usable memory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv.insert(0, "check")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "rule":
+            return run_rule(args)
+        if args.command == "gpus":
+            return run_gpus()
+        return run_check(args)
+    except UsageError as exc:
+        print(f"memlint: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("memlint: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _codes(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [c.strip().upper() for c in text.split(",") if c.strip()]
+
+
+def run_check(args) -> int:
+    from memlint.engine import check
+    from memlint.report import formats, render
+    from memlint.settings import ConfigError, load_settings
+    from memlint.sizes import parse_dim
+
+    paths = args.paths or ["."]
+    try:
+        settings = load_settings(paths, args.config, args.no_config)
+        dims = dict(parse_dim(d) for d in args.dim)
+        fmt = args.output_format or os.environ.get("MEMLINT_OUTPUT_FORMAT") or settings.output_format
+        if fmt not in formats():
+            raise UsageError(f"unknown output format {fmt!r} (choose from {', '.join(sorted(formats()))})")
+        overrides = {
+            "select": _codes(args.select),
+            "ignore": _codes(args.ignore),
+            "extend_select": _codes(args.extend_select),
+            "show_info": args.show_info,
+            "optimizer": args.optimizer,
+            "precision": args.precision,
+        }
+        settings = settings.with_overrides(**overrides)
+        report = check(paths, settings, dims=dims, gpu=args.gpu)
+    except (ConfigError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    text = render(fmt, report)
+    if args.output_file:
+        with open(args.output_file, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    if args.exit_zero:
+        return 0
+    return 1 if report.failed else 0
+
+
+def run_rule(args) -> int:
+    import json
+
+    from memlint.catalogue import rules
+
+    catalogue = rules()
+    if args.all:
+        chosen = list(catalogue.values())
+    elif args.code:
+        code = args.code.upper()
+        if code not in catalogue:
+            raise UsageError(f"unknown rule {args.code!r} (see `memlint rule --all`)")
+        chosen = [catalogue[code]]
+    else:
+        raise UsageError("give a rule code (e.g. `memlint rule MEM201`) or --all")
+    if args.output_format == "json":
+        print(json.dumps([_rule_json(r) for r in chosen], indent=2, ensure_ascii=False))
+        return 0
+    print("\n\n".join(rule_text(r) for r in chosen))
+    return 0
+
+
+def _rule_json(rule) -> dict:
+    return {
+        "code": rule.code,
+        "name": rule.name,
+        "summary": rule.summary,
+        "why": rule.why.strip(),
+        "formula": rule.formula,
+        "fix": rule.fix.strip(),
+        "fix_safety": rule.fix_safety,
+        "severity": rule.severity,
+        "status": rule.status,
+        "since": rule.since,
+        "url": rule.url,
+    }
+
+
+def rule_text(rule) -> str:
+    def section(title, body):
+        body = (body or "").strip()
+        return f"## {title}\n{body}\n" if body else ""
+
+    severity = (
+        "priced (error ≥ 100 %, warning ≥ 25 % of usable GPU memory, else info)"
+        if rule.severity == "priced"
+        else rule.severity
+    )
+    parts = [
+        f"# {rule.code} {rule.name}\n",
+        f"{rule.summary}\n",
+        f"Status: {rule.status} since {rule.since}. Severity: {severity}. Fix: {rule.fix_safety}.\n",
+        section("Why is this bad?", textwrap.fill(" ".join(rule.why.split()), 100)),
+        section("Cost", rule.formula),
+        section("Example", rule.example),
+        section("Use instead", rule.use_instead),
+        section("How to fix", textwrap.fill(" ".join(rule.fix.split()), 100)),
+    ]
+    if rule.fix_before:
+        parts.append(section("Fix (before)", rule.fix_before) + section("Fix (after)", rule.fix_after))
+    return "\n".join(p for p in parts if p)
+
+
+def run_gpus() -> int:
+    from memlint.cost import human_bytes
+    from memlint.gpus import catalogue
+
+    print(f"{'card':<20} {'total':>10} {'usable':>10}  {'SM':>5}  bf16")
+    for card in catalogue():
+        print(
+            f"{card.name:<20} {human_bytes(card.total_bytes):>10} {human_bytes(card.usable_bytes):>10}  "
+            f"{card.sm or '?':>5}  {'yes' if card.bf16 else 'no'}"
+        )
+    return 0

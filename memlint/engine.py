@@ -1,0 +1,307 @@
+"""One run: discover → parse → sizes → check → severity/suppress/select → a sorted Report."""
+
+from __future__ import annotations
+
+import re
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memlint import catalogue
+from memlint.checks import FileContext, RunOptions, registered
+from memlint.cost import DTYPE_BYTES, normalise_optimizer
+from memlint.files import SourceFile, Unreadable, discover, excluded, read_text, relative
+from memlint.findings import Finding, Span
+from memlint.gpus import Gpu, find_gpu
+from memlint.settings import ConfigError, Settings
+from memlint.sizes import SizeTable
+from memlint.sources.python import parse_python
+from memlint.sources.yaml import ConfigFile, load_config
+
+DEFAULT_GPU = "24GB"
+
+
+@dataclass
+class Report:
+    findings: list[Finding]  # every finding kept after suppression and selection, sorted
+    files: list[str]
+    gpu: Gpu | None
+    settings: Settings
+    notes: list[str] = field(default_factory=list)
+    table: SizeTable | None = None
+    configs: list[ConfigFile] = field(default_factory=list)
+
+    def visible(self) -> list[Finding]:
+        if self.settings.show_info:
+            return list(self.findings)
+        return [f for f in self.findings if f.severity != "info"]
+
+    @property
+    def failed(self) -> bool:
+        return any(f.severity in ("error", "warning") for f in self.findings)
+
+
+def check(
+    paths: list[str],
+    settings: Settings | None = None,
+    *,
+    dims: dict | None = None,
+    gpu: str | None = None,
+    stdin: tuple[str, str] | None = None,
+) -> Report:
+    """Run every selected check over `paths` (files or folders). `stdin` = (filename, text) lints text."""
+    settings = settings or Settings()
+    selected = _selection(settings)
+    exclude = [*settings.exclude, *settings.extend_exclude]
+    files, problems = discover(paths, settings.root, exclude)
+    findings: list[Finding] = [_unreadable(p) for p in problems]
+
+    config_files = _config_sources(files, settings, exclude)
+    configs: list[ConfigFile] = []
+    for source in config_files:
+        text, problem = read_text(source, settings.max_file_size)
+        if problem is not None:
+            findings.append(_unreadable(problem))
+            continue
+        config = load_config(source.relpath, text)
+        configs.append(config)
+        findings.extend(
+            Finding(source.relpath, Span(p.line, p.col, p.line, p.col + 1), p.code, p.message)
+            for p in config.problems
+        )
+
+    table = SizeTable.build(dims or {}, settings.dims, _short_source(settings), configs)
+    findings.extend(_conflicts(table))
+    options = run_options(settings, table)
+    card = _gpu(gpu, settings, table)
+    notes = []
+    if card is None:
+        card = find_gpu(DEFAULT_GPU)
+        notes.append(
+            f"no GPU declared: costs are shares of a {card.name} (set --gpu NAME or [tool.memlint] gpu)"
+        )
+
+    python_files = [f for f in files if f.kind == "python"]
+    if stdin is not None:
+        name, text = stdin
+        python_files = []
+        findings.extend(
+            analyse_python(SourceFile(Path(name), name, "python", True), text, table, options, selected)
+        )
+    for source in python_files:
+        text, problem = read_text(source, settings.max_file_size)
+        if problem is not None:
+            findings.append(_unreadable(problem))
+            continue
+        findings.extend(analyse_python(source, text, table, options, selected))
+
+    findings = finish(findings, settings, card, selected)
+    names = sorted({f.relpath for f in files} | ({stdin[0]} if stdin else set()))
+    return Report(findings, names, card, settings, notes, table, configs)
+
+
+def analyse_python(
+    source: SourceFile, text: str, table: SizeTable, options: RunOptions, selected: set[str]
+) -> list[Finding]:
+    """Every finding of one Python file; parse failures and check crashes become findings, never exceptions."""
+    try:
+        module = parse_python(source.relpath, text)
+    except SyntaxError as exc:
+        line, col = exc.lineno or 1, (exc.offset or 1)
+        return [
+            Finding(
+                source.relpath,
+                Span(line, col, line, col + 1),
+                "MEM902",
+                f"cannot parse: {exc.msg} (line {line})",
+                severity="error",
+            )
+        ]
+    except (ValueError, RecursionError, MemoryError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        return [
+            Finding(source.relpath, Span(1, 1, 1, 2), "MEM902", f"cannot parse: {reason}", severity="error")
+        ]
+    ctx = FileContext(module, source.relpath, table, options)
+    found: list[Finding] = []
+    for codes, fn in registered():
+        if not selected.intersection(codes):
+            continue
+        try:
+            found.extend(f for f in fn(ctx) if f.code in selected)
+        except RecursionError:
+            found.append(
+                Finding(
+                    source.relpath,
+                    Span(1, 1, 1, 2),
+                    "MEM909",
+                    f"{fn.__name__}: expression nested too deeply to analyse",
+                    severity="info",
+                )
+            )
+        except Exception as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            found.append(
+                Finding(
+                    source.relpath,
+                    Span(1, 1, 1, 2),
+                    "MEM900",
+                    f"internal error in {fn.__name__}: {type(exc).__name__}: {exc} "
+                    f"({Path(where.filename).name}:{where.lineno}); please report it",
+                    severity="error",
+                )
+            )
+    return [f for f in found if not module.suppressed(f.span.line, f.code)]
+
+
+def finish(findings: list[Finding], settings: Settings, card: Gpu, selected: set[str]) -> list[Finding]:
+    """Assign severities from the GPU share, apply selection and per-file ignores, sort, de-duplicate."""
+    rules = catalogue.rules()
+    kept: dict[tuple, Finding] = {}
+    for finding in findings:
+        if finding.code not in selected and not finding.code.startswith("MEM9"):
+            continue
+        if _per_file_ignored(finding, settings):
+            continue
+        rule = rules.get(finding.code)
+        finding.severity = _severity(finding, rule, settings, card)
+        key = (finding.path, finding.span, finding.code, finding.message)
+        kept.setdefault(key, finding)
+    return sorted(kept.values(), key=Finding.sort_key)
+
+
+def _severity(finding: Finding, rule, settings: Settings, card: Gpu) -> str:
+    fixed = rule.severity if rule is not None else "warning"
+    cost = finding.cost
+    if cost is not None:
+        cost.gpu = card.name
+        if cost.bytes is not None and not cost.missing:
+            cost.share = cost.bytes / card.usable_bytes
+    if fixed != "priced":
+        return finding.severity if finding.code.startswith("MEM9") and finding.severity == "info" else fixed
+    if cost is None or cost.share is None:
+        return settings.unresolved
+    if cost.share >= settings.thresholds["error"]:
+        return "error"
+    if cost.share >= settings.thresholds["warning"]:
+        return "warning"
+    return "info"
+
+
+def _per_file_ignored(finding: Finding, settings: Settings) -> bool:
+    for pattern, codes in settings.per_file_ignores.items():
+        if excluded(finding.path, [pattern]) and any(finding.code.startswith(c) or c == "ALL" for c in codes):
+            return True
+    return False
+
+
+def _selection(settings: Settings) -> set[str]:
+    try:
+        selected = catalogue.expand_selection([*settings.select, *settings.extend_select])
+        ignored = catalogue.expand_selection(settings.ignore) if settings.ignore else set()
+    except KeyError as exc:
+        raise ConfigError(f"unknown rule code or prefix {exc.args[0]!r} (see `memlint rule --all`)") from None
+    return selected - ignored
+
+
+def _config_sources(files: list[SourceFile], settings: Settings, exclude: list[str]) -> list[SourceFile]:
+    """YAML files among the paths, plus `configs` from the settings (read even when only .py files are given)."""
+    sources = {str(f.path.resolve()): f for f in files if f.kind == "yaml"}
+    for name in settings.configs:
+        path = settings.root / name
+        candidates = sorted(settings.root.glob(name)) if any(c in name for c in "*?[") else [path]
+        for candidate in candidates:
+            key = str(candidate.resolve())
+            if key not in sources and candidate.is_file():
+                sources[key] = SourceFile(candidate, relative(candidate, settings.root), "yaml", True)
+    ordered = [s for s in sources.values()]
+    # settings `configs` order first (merge order), then the rest by path
+    rank = {str((settings.root / n).resolve()): i for i, n in enumerate(settings.configs)}
+    return sorted(ordered, key=lambda s: (rank.get(str(s.path.resolve()), len(rank)), s.relpath))
+
+
+def _gpu(cli: str | None, settings: Settings, table: SizeTable) -> Gpu | None:
+    for name, origin in ((cli, "--gpu"), (settings.gpu, settings.source)):
+        if name:
+            card = find_gpu(name)
+            if card is None:
+                raise ConfigError(
+                    f"{origin}: unknown GPU {name!r} (give a card name such as 'RTX 4090' or a size "
+                    "such as '24GB'; `memlint gpus` lists the catalogue)"
+                )
+            return card
+    for key in ("gpu", "hardware.gpu", "device.gpu", "trainer.gpu", "gpu_name"):
+        size = table.lookup(key, aliases=False)
+        if size is not None and isinstance(size.value, str):
+            card = find_gpu(size.value)
+            if card is not None:
+                return card
+    return None
+
+
+def run_options(settings: Settings, table: SizeTable) -> RunOptions:
+    options = RunOptions(training=settings.training)
+    optimizer, origin = settings.optimizer, settings.source if settings.optimizer else ""
+    if not optimizer:
+        for key in (
+            "optimizer",
+            "optim",
+            "optimizer.name",
+            "optimizer.type",
+            "optimizer._target_",
+            "optimizer_name",
+        ):
+            size = table.lookup(key, aliases=False)
+            if size is not None and isinstance(size.value, str):
+                optimizer, origin = size.value.rsplit(".", 1)[-1], size.origin
+                break
+    options.optimizer = normalise_optimizer(optimizer) if optimizer else "adam"
+    options.optimizer_origin = origin or "default (Adam; declare `optimizer` in a config or settings)"
+    precision = settings.precision
+    if not precision:
+        for key in ("precision", "trainer.precision", "mixed_precision"):
+            size = table.lookup(key, aliases=False)
+            if size is not None and size.value not in (None, False):
+                precision = "bf16-mixed" if size.value is True else str(size.value)
+                break
+        for key in ("bf16", "fp16"):
+            size = table.lookup(key, aliases=False)
+            if not precision and size is not None and size.value is True:
+                precision = f"{key}-mixed"
+    options.precision = precision or "fp32"
+    options.dtype_bytes = 4 if "mixed" in options.precision else DTYPE_BYTES.get(options.precision.lower(), 4)
+    return options
+
+
+def _conflicts(table: SizeTable) -> list[Finding]:
+    out = []
+    for conflict in table.conflicts:
+        path, line = _split_origin(conflict.other.origin)
+        out.append(
+            Finding(
+                path,
+                Span(line, 1, line, 2),
+                "MEM906",
+                f"'{conflict.key}' = {conflict.other.value!r} here but {conflict.kept.value!r} at "
+                f"{conflict.kept.origin}; memlint uses the first (declare it once, or pass --dim)",
+            )
+        )
+    return out
+
+
+def _split_origin(origin: str) -> tuple[str, int]:
+    m = re.match(r"(.*):(\d+)$", origin)
+    return (m.group(1), int(m.group(2))) if m else (origin, 1)
+
+
+def _unreadable(problem: Unreadable) -> Finding:
+    return Finding(problem.relpath, Span(1, 1, 1, 2), problem.code, problem.message, severity="error")
+
+
+def _short_source(settings: Settings) -> str:
+    if not settings.source:
+        return "settings"
+    try:
+        return str(Path(settings.source).relative_to(settings.root)) + ".dims"
+    except ValueError:
+        return settings.source

@@ -1,0 +1,245 @@
+"""Read YAML configs safely into dotted keys with positions, never constructing Python objects.
+
+Guards (FORMATS.md 'YAML, read safely'): a size cap before parsing, the pure-Python composer (the C loader
+segfaults on deep nesting), recursive aliases rejected, expanded node count and depth capped with
+memoisation (alias and merge-key bombs), duplicate keys reported with both positions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import yaml
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+MAX_EXPANDED_NODES = 100_000
+MAX_DEPTH = 100
+MISSING = "???"  # OmegaConf's mandatory missing value
+
+
+class HostileYaml(Exception):
+    """The document would expand beyond the budget, nest too deep, or refers to itself."""
+
+
+@dataclass
+class ConfigValue:
+    key: str  # dotted, e.g. "training.batch_size"
+    value: object  # int, float, bool, str, None, or a list of scalars
+    path: str
+    line: int  # 1-based
+    col: int  # 1-based
+    end_line: int
+    end_col: int
+    start_index: int  # code-point offsets of the scalar's text (for in-place edits)
+    end_index: int
+    raw: str = ""
+
+    @property
+    def origin(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass
+class Problem:
+    code: str
+    message: str
+    line: int = 1
+    col: int = 1
+
+
+@dataclass
+class ConfigFile:
+    path: str
+    values: dict[str, ConfigValue] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    defaults: list[object] = field(default_factory=list)  # Hydra `defaults:` list entries, raw
+    package: str | None = None  # Hydra `# @package` directive
+
+
+_INT = re.compile(r"^[-+]?(0|[1-9][0-9_]*)$")
+_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$")
+_IMPLICIT_TAGS = {
+    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "timestamp", "value", "merge")
+}
+_BOOL = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+
+
+def scalar_value(node: ScalarNode, source: str = "") -> object:
+    """Type a scalar the way OmegaConf does: `1e-4` is a float, quoted or `!!str` text stays a string."""
+    text = node.value
+    if node.style in ("'", '"', "|", ">"):
+        return text
+    if node.tag not in _IMPLICIT_TAGS or source[node.start_mark.index : node.start_mark.index + 1] == "!":
+        return text  # an explicit tag: never constructed, kept as text
+    low = text.strip().lower()
+    if low in ("", "~", "null"):
+        return None
+    if low in _BOOL:
+        return _BOOL[low]
+    if re.match(r"^[-+]?0[0-7]+$", text.strip()):
+        return int(text.strip(), 8)  # YAML 1.1 octal, as PyYAML and OmegaConf read it
+    if _INT.match(text.strip()):
+        return int(text.replace("_", ""))
+    if _FLOAT.match(text.strip()) and any(c.isdigit() for c in text):
+        try:
+            return float(text.replace("_", ""))
+        except ValueError:
+            return text
+    if low in (".inf", "+.inf"):
+        return float("inf")
+    return text
+
+
+def _check_budget(root) -> None:
+    """Count the nodes the document expands to, with memoisation; reject cycles, bombs and deep nesting."""
+    sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}
+    on_stack: set[int] = set()
+
+    def visit(node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise HostileYaml(f"nesting deeper than {MAX_DEPTH} levels")
+        key = id(node)
+        if key in on_stack:
+            raise HostileYaml("an alias refers to a node that contains it (recursive anchor)")
+        if key in sizes:
+            if depths[key] + depth > MAX_DEPTH:
+                raise HostileYaml(f"nesting deeper than {MAX_DEPTH} levels")
+            return sizes[key]
+        if isinstance(node, ScalarNode):
+            sizes[key], depths[key] = 1, 0
+            return 1
+        on_stack.add(key)
+        total = 1
+        children = node.value if isinstance(node, SequenceNode) else [c for kv in node.value for c in kv]
+        for child in children:
+            total += visit(child, depth + 1)
+            if total > MAX_EXPANDED_NODES:
+                raise HostileYaml(
+                    f"the document expands to more than {MAX_EXPANDED_NODES:,} nodes (alias or merge-key bomb)"
+                )
+        on_stack.discard(key)
+        sizes[key], depths[key] = total, 0
+        return total
+
+    visit(root, 0)
+
+
+def load_config(path: str, text: str) -> ConfigFile:
+    """Parse one YAML file into a ConfigFile; every failure becomes a Problem, never an exception."""
+    config = ConfigFile(path=path)
+    m = re.match(r"\A(?:\s*#[^\n]*\n|\s*\n)*?\s*#\s*@package\s+(\S+)", text)
+    if m:
+        config.package = m.group(1)
+    try:
+        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        col = mark.column + 1 if mark else 1
+        message = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        config.problems.append(Problem("MEM902", f"invalid YAML: {message}", line, col))
+        return config
+    except yaml.YAMLError as exc:
+        config.problems.append(Problem("MEM902", f"invalid YAML: {exc}"))
+        return config
+    except RecursionError:
+        config.problems.append(Problem("MEM904", f"YAML rejected: nesting deeper than {MAX_DEPTH} levels"))
+        return config
+    for document in documents:
+        if document is None:
+            continue
+        try:
+            _check_budget(document)
+        except HostileYaml as exc:
+            line = document.start_mark.line + 1
+            config.problems.append(Problem("MEM904", f"YAML rejected: {exc}", line, 1))
+            return config
+        if isinstance(document, MappingNode):
+            _flatten(document, "", config, text)
+    return config
+
+
+def _merged_pairs(node: MappingNode):
+    """The mapping's (key, value) pairs with `<<` merge keys applied (explicit keys win)."""
+    pairs = []
+    merged = []
+    for key_node, value_node in node.value:
+        if isinstance(key_node, ScalarNode) and key_node.tag == "tag:yaml.org,2002:merge":
+            sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+            for source in sources:
+                if isinstance(source, MappingNode):
+                    merged.extend(_merged_pairs(source))
+        else:
+            pairs.append((key_node, value_node))
+    explicit = {k.value for k, _ in pairs if isinstance(k, ScalarNode)}
+    return [kv for kv in merged if kv[0].value not in explicit] + pairs
+
+
+def _flatten(node: MappingNode, prefix: str, config: ConfigFile, text: str) -> None:
+    seen: dict[str, ScalarNode] = {}
+    for key_node, value_node in _merged_pairs(node):
+        if not isinstance(key_node, ScalarNode):
+            continue
+        name = key_node.value
+        if name in seen and seen[name] is not key_node:
+            first = seen[name].start_mark.line + 1
+            config.problems.append(
+                Problem(
+                    "MEM905",
+                    f"duplicate key '{prefix}{name}' (first at line {first}); "
+                    "PyYAML keeps the last value, Hydra/OmegaConf reject the file",
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                )
+            )
+        seen[name] = key_node
+        key = f"{prefix}{name}"
+        if not prefix and name == "defaults" and isinstance(value_node, SequenceNode):
+            config.defaults = [_plain(item) for item in value_node.value]
+            continue
+        if isinstance(value_node, MappingNode):
+            _flatten(value_node, key + ".", config, text)
+        elif isinstance(value_node, ScalarNode):
+            config.values[key] = _config_value(
+                key, scalar_value(value_node, text), value_node, config.path, text
+            )
+        elif isinstance(value_node, SequenceNode):
+            items = [scalar_value(v, text) for v in value_node.value if isinstance(v, ScalarNode)]
+            config.values[key] = _config_value(key, items, value_node, config.path, text)
+
+
+def _plain(node):
+    if isinstance(node, ScalarNode):
+        return scalar_value(node)
+    if isinstance(node, MappingNode):
+        return {k.value: _plain(v) for k, v in node.value if isinstance(k, ScalarNode)}
+    if isinstance(node, SequenceNode):
+        return [_plain(v) for v in node.value]
+    return None
+
+
+def _config_value(key: str, value, node, path: str, text: str) -> ConfigValue:
+    start, end = node.start_mark, node.end_mark
+    start_index = start.index
+    raw = text[start.index : end.index]
+    # The span includes an anchor or tag (`&lr !!str 1e-4`); move past them to the scalar itself.
+    if isinstance(node, ScalarNode) and raw and raw[0] in "&!":
+        at = raw.rfind(node.value) if node.value else -1
+        if at > 0:
+            start_index += at
+            raw = raw[at:]
+    col = start.column + 1 + (start_index - start.index)
+    return ConfigValue(
+        key=key,
+        value=value,
+        path=path,
+        line=start.line + 1,
+        col=col,
+        end_line=end.line + 1,
+        end_col=end.column + 1,
+        start_index=start_index,
+        end_index=end.index,
+        raw=raw,
+    )
