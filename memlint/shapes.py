@@ -98,7 +98,6 @@ ELEMENTWISE_FUNCS = {
     "torch.nn.functional.softplus",
     "torch.nn.functional.sigmoid",
     "torch.nn.functional.tanh",
-    "torch.diag_embed",
 }
 MATMUL_FUNCS = {"torch.matmul", "torch.bmm", "torch.mm", "torch.Tensor.matmul"}
 EINSUM_FUNCS = {"torch.einsum", "einops.einsum", "opt_einsum.contract"}
@@ -251,6 +250,8 @@ class FunctionFacts:
         shape = self._infer(value)
         if isinstance(value, ast.Call) and self._module_type(value) == "torch.nn.MultiheadAttention":
             return [shape, None]
+        if shape is not None and len(shape) > 1 and shape[0].value == n:
+            return [list(shape[1:])] * n  # `q, k, v = qkv` iterates the first dimension
         return None
 
     # --- expressions -----------------------------------------------------------------------------
@@ -329,6 +330,11 @@ class FunctionFacts:
             if args[0] is not None and args[2] is not None:
                 return [*args[0][:-1], args[2][-1]]
             return None
+        if qual == "torch.diag_embed" and args and args[0] is not None:
+            return [*args[0], args[0][-1]]  # [..., n] -> [..., n, n]
+        if qual == "torch.eye" and node.args:
+            rows = self.size(node.args[0])
+            return [rows, self.size(node.args[1]) if len(node.args) > 1 else rows]
         if qual in ("torch.stack", "torch.cat", "torch.concat") and node.args:
             return self._stack(node, qual)
         if isinstance(func, ast.Attribute):
@@ -371,9 +377,18 @@ class FunctionFacts:
         return None
 
     def _method(self, name: str, base: Shape | None, node: ast.Call) -> Shape | None:
-        if base is None:
-            return None
         args = node.args
+        if base is None:
+            explicit = args[0].elts if len(args) == 1 and isinstance(args[0], (ast.Tuple, ast.List)) else args
+            if (
+                name in ("view", "reshape")
+                and explicit
+                and not any(isinstance(a, ast.Starred) for a in explicit)
+            ):
+                dims = [self.size(a) for a in explicit]
+                if not any(d.value == -1 for d in dims):
+                    return dims  # every size given: the base's shape is not needed
+            return None
         if name in ELEMENTWISE_METHODS:
             return base
         if name in ("view", "reshape", "expand", "view_as", "reshape_as", "expand_as", "new_zeros"):

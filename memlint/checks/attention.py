@@ -201,13 +201,17 @@ def _price_attention(ctx: FileContext, softmax: ast.Call, matmul: ast.AST, facts
             opts.dtype_bytes,
             what,
         )
-        cost.missing = ["the shape of the scores (declare the sizes of its inputs)"]
+        cost.missing = ["scores shape"]
+        note = (
+            "could not follow the shapes of the attention inputs to this softmax; declare the sizes they are "
+            "built from with --dim (e.g. --dim B=16 --dim T=250) or a config key"
+        )
         yield ctx.finding(
             softmax,
             "MEM201",
             "softmax attention materialises its score matrix (shape unresolved)",
             cost,
-            notes=[missing_note(cost)],
+            notes=[note],
         )
         return
     roles = score_roles(shape)
