@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--precision", help="fp32, bf16-mixed, 16-mixed, bf16-true, ...")
     check.add_argument("-o", "--output-file", metavar="FILE", help="write the report to FILE")
+    check.add_argument("--fix", action="store_true", help="apply safe fixes")
+    check.add_argument("--unsafe-fixes", action="store_true", help="with --fix/--diff: also unsafe fixes")
+    check.add_argument("--diff", action="store_true", help="print the fixes as a diff; change nothing")
+    check.add_argument("--fix-only", action="store_true", help="apply fixes; do not report what is left")
 
     rule = sub.add_parser("rule", help="show a rule's documentation", description="Explain a rule.")
     rule.add_argument("code", nargs="?", help="a rule code such as MEM201")
@@ -127,6 +131,12 @@ def run_check(args) -> int:
         report = check(paths, settings, dims=dims, gpu=args.gpu)
     except (ConfigError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    from memlint.fix.command import run as run_fix
+    from memlint.fix.command import wants_fix
+
+    if wants_fix(args):
+        recheck = lambda: check(paths, settings, dims=dims, gpu=args.gpu)  # noqa: E731
+        return run_fix(args, report, recheck, lambda r: render(fmt, r))
     text = render(fmt, report)
     if args.output_file:
         with open(args.output_file, "w", encoding="utf-8") as handle:

@@ -12,6 +12,7 @@ from memlint.checks import FileContext, RunOptions, registered
 from memlint.cost import DTYPE_BYTES, normalise_optimizer
 from memlint.files import SourceFile, Unreadable, discover, excluded, read_text, relative
 from memlint.findings import Finding, Span
+from memlint.fix import attach_fixes
 from memlint.gpus import Gpu, find_gpu
 from memlint.settings import ConfigError, Settings
 from memlint.sizes import SizeTable
@@ -151,7 +152,9 @@ def analyse_python(
                     severity="error",
                 )
             )
-    return [f for f in found if not module.suppressed(f.span.line, f.code)]
+    kept = [f for f in found if not module.suppressed(f.span.line, f.code)]
+    attach_fixes(kept, module, text)
+    return kept
 
 
 def finish(findings: list[Finding], settings: Settings, card: Gpu, selected: set[str]) -> list[Finding]:

@@ -1,0 +1,57 @@
+"""Name torch.nn.functional in a module: reuse its alias, or add `import torch.nn.functional as F`."""
+
+from __future__ import annotations
+
+import ast
+
+from memlint.findings import Edit
+from memlint.fix.text import Lines
+
+FUNCTIONAL = "torch.nn.functional"
+
+
+def functional_name(module, text: str, attr: str) -> tuple[str, tuple[Edit, ...]]:
+    """How to call `torch.nn.functional.<attr>` here, and the import edit that needs (none if reusable)."""
+    for alias, target in sorted(module.imports.items()):
+        if target == FUNCTIONAL:
+            return f"{alias}.{attr}", ()
+        if target == f"{FUNCTIONAL}.{attr}":
+            return alias, ()
+    if "F" not in module.imports and not _bound(module, "F"):
+        return f"F.{attr}", (_import_edit(module, text, "import torch.nn.functional as F"),)
+    if module.imports.get("torch") == "torch" and not _bound(module, "torch"):
+        return f"torch.nn.functional.{attr}", ()
+    return "", ()
+
+
+def _bound(module, name: str) -> bool:
+    if name in module.classes or name in module.functions or name in module.constants:
+        return True
+    return any(
+        isinstance(n, ast.Name) and n.id == name and not isinstance(n.ctx, ast.Load)
+        for n in ast.walk(module.tree)
+    ) or any(isinstance(n, ast.arg) and n.arg == name for n in ast.walk(module.tree))
+
+
+def _import_edit(module, text: str, line: str) -> Edit:
+    body = module.tree.body
+    after = None
+    for stmt in body:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            after = stmt
+    if after is None:
+        first = body[0] if body else None
+        docstring = (
+            isinstance(first, ast.Expr)
+            and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)
+        )
+        after = first if docstring else None
+    lines = Lines(text)
+    if after is None:
+        return Edit(lines.span(0, 0), line + "\n")
+    at = lines.starts[after.end_lineno] if after.end_lineno < len(lines.starts) else len(text)
+    content = line + "\n"
+    if at == len(text) and text and not text.endswith(("\n", "\r")):
+        content = "\n" + line
+    return Edit(lines.span(at, at), content)
