@@ -11,9 +11,10 @@ from memlint import catalogue
 from memlint.checks import FileContext, RunOptions, registered
 from memlint.cost import DTYPE_BYTES, normalise_optimizer
 from memlint.files import SourceFile, Unreadable, discover, excluded, read_text, relative
-from memlint.findings import Finding, Span
+from memlint.findings import Edit, Finding, Fix, Span
 from memlint.fix import attach_fixes
 from memlint.gpus import Gpu, find_gpu
+from memlint.parallel import analyse_files
 from memlint.settings import ConfigError, Settings
 from memlint.sizes import SizeTable
 from memlint.sources.python import parse_python
@@ -71,34 +72,74 @@ def check(
             for p in config.problems
         )
 
-    table = SizeTable.build(dims or {}, settings.dims, _short_source(settings), configs)
-    findings.extend(_conflicts(table))
-    options = run_options(settings, table)
-    card = _gpu(gpu, settings, table)
-    notes = []
-    if card is None:
-        card = find_gpu(DEFAULT_GPU)
-        notes.append(
-            f"no GPU declared: costs are shares of a {card.name} (set --gpu NAME or [tool.memlint] gpu)"
-        )
-
     python_files = [f for f in files if f.kind == "python"]
     if stdin is not None:
-        name, text = stdin
-        python_files = []
-        findings.extend(
-            analyse_python(SourceFile(Path(name), name, "python", True), text, table, options, selected)
-        )
-    for source in python_files:
-        text, problem = read_text(source, settings.max_file_size)
-        if problem is not None:
-            findings.append(_unreadable(problem))
-            continue
-        findings.extend(analyse_python(source, text, table, options, selected))
+        python_files = [SourceFile(Path(stdin[0]), stdin[0], "python", True)]
+    notes: list[str] = []
+    report_gpu = report_table = None
+    early, findings = findings, []
+    for profile in _profiles(python_files, configs, settings, dims or {}, gpu):
+        found = list(_conflicts(profile.table))
+        for source in profile.files if stdin is not None else ():
+            found.extend(analyse_python(source, stdin[1], profile.table, profile.options, selected))
+        if stdin is None:  # read, pre-filter, cache, process pool (memlint/parallel.py)
+            found.extend(analyse_files(profile.files, settings, profile.table, profile.options, selected))
+        findings.extend(finish(found, settings, profile.gpu, selected))
+        if report_gpu is None or profile.is_global:
+            report_gpu, report_table = profile.gpu, profile.table
+            notes = profile.notes
 
-    findings = finish(findings, settings, card, selected)
+    early = finish(early, settings, report_gpu, selected)
+    findings = finish(early + findings, settings, report_gpu, selected, assign=False)
     names = sorted({f.relpath for f in files} | ({stdin[0]} if stdin else set()))
-    return Report(findings, names, card, settings, notes, table, configs)
+    return Report(findings, names, report_gpu, settings, notes, report_table, configs)
+
+
+@dataclass
+class Profile:
+    """A group of files checked against the same sizes and GPU (per-file-configs gives each group its configs)."""
+
+    files: list[SourceFile]
+    table: SizeTable
+    options: RunOptions
+    gpu: Gpu
+    notes: list[str]
+    is_global: bool
+
+
+def _profiles(python_files, configs: list[ConfigFile], settings: Settings, dims: dict, cli_gpu: str | None):
+    """Split the files by the configs that size them: `per-file-configs` globs first, the rest share the others."""
+    claimed = {
+        relative(settings.root / c, settings.root)
+        for names in settings.per_file_configs.values()
+        for c in names
+    }
+    shared = [c for c in configs if c.path not in claimed]
+    groups: dict[tuple[str, ...], list[SourceFile]] = {(): []}
+    for source in python_files:
+        key: tuple[str, ...] = ()
+        for pattern, names in settings.per_file_configs.items():
+            if excluded(source.relpath, [pattern]):
+                key = tuple(relative(settings.root / n, settings.root) for n in names)
+                break
+        groups.setdefault(key, []).append(source)
+    by_path = {c.path: c for c in configs}
+    profiles = []
+    for key, members in groups.items():
+        if not members and key != ():
+            continue
+        own = [by_path[name] for name in key if name in by_path]
+        table = SizeTable.build(
+            dims, settings.dims, _short_source(settings), own or shared, shared if own else ()
+        )
+        card, notes = _gpu(cli_gpu, settings, table), []
+        if card is None:
+            card = find_gpu(DEFAULT_GPU)
+            notes.append(
+                f"no GPU declared: costs are shares of a {card.name} (set --gpu NAME or [tool.memlint] gpu)"
+            )
+        profiles.append(Profile(members, table, run_options(settings, table), card, notes, key == ()))
+    return profiles
 
 
 def analyse_python(
@@ -154,10 +195,13 @@ def analyse_python(
             )
     kept = [f for f in found if not module.suppressed(f.span.line, f.code)]
     attach_fixes(kept, module, text)
+    kept.extend(f for f in unused_noqa(module, found, selected) if not module.file_noqa)
     return kept
 
 
-def finish(findings: list[Finding], settings: Settings, card: Gpu, selected: set[str]) -> list[Finding]:
+def finish(
+    findings: list[Finding], settings: Settings, card: Gpu, selected: set[str], assign: bool = True
+) -> list[Finding]:
     """Assign severities from the GPU share, apply selection and per-file ignores, sort, de-duplicate."""
     rules = catalogue.rules()
     kept: dict[tuple, Finding] = {}
@@ -167,7 +211,8 @@ def finish(findings: list[Finding], settings: Settings, card: Gpu, selected: set
         if _per_file_ignored(finding, settings):
             continue
         rule = rules.get(finding.code)
-        finding.severity = _severity(finding, rule, settings, card)
+        if assign:
+            finding.severity = _severity(finding, rule, settings, card)
         key = (finding.path, finding.span, finding.code, finding.message)
         kept.setdefault(key, finding)
     return sorted(kept.values(), key=Finding.sort_key)
@@ -224,22 +269,26 @@ def _config_sources(files: list[SourceFile], settings: Settings, exclude: list[s
 
 
 def _gpu(cli: str | None, settings: Settings, table: SizeTable) -> Gpu | None:
-    for name, origin in ((cli, "--gpu"), (settings.gpu, settings.source)):
-        if name:
-            card = find_gpu(name)
-            if card is None:
-                raise ConfigError(
-                    f"{origin}: unknown GPU {name!r} (give a card name such as 'RTX 4090' or a size "
-                    "such as '24GB'; `memlint gpus` lists the catalogue)"
-                )
-            return card
+    """--gpu, else a `gpu:` key in the configs that size these files, else [tool.memlint] gpu."""
+    if cli:
+        return _named_gpu(cli, "--gpu")
     for key in ("gpu", "hardware.gpu", "device.gpu", "trainer.gpu", "gpu_name"):
         size = table.lookup(key, aliases=False)
         if size is not None and isinstance(size.value, str):
-            card = find_gpu(size.value)
-            if card is not None:
-                return card
+            return _named_gpu(size.value, size.origin)
+    if settings.gpu:
+        return _named_gpu(settings.gpu, settings.source)
     return None
+
+
+def _named_gpu(name: str, origin: str) -> Gpu:
+    card = find_gpu(name)
+    if card is None:
+        raise ConfigError(
+            f"{origin}: unknown GPU {name!r} (give a card name such as 'RTX 4090' or a size "
+            "such as '24GB'; `memlint gpus` lists the catalogue)"
+        )
+    return card
 
 
 def run_options(settings: Settings, table: SizeTable) -> RunOptions:
@@ -308,3 +357,43 @@ def _short_source(settings: Settings) -> str:
         return str(Path(settings.source).relative_to(settings.root)) + ".dims"
     except ValueError:
         return settings.source
+
+
+def unused_noqa(module, found: list[Finding], selected: set[str]) -> list[Finding]:
+    """MEM910: `# noqa: MEMxxx` codes that suppress nothing on their line (other linters' codes are left alone)."""
+    if "MEM910" not in selected:
+        return []
+    lines = module.text.splitlines()
+    out = []
+    for number, codes in sorted(module.noqa.items()):
+        used = {f.code for f in found if f.span.line == number}
+        unused = sorted(c for c in codes or () if c in selected and c not in used)
+        if not unused:
+            continue
+        line = lines[number - 1]
+        col, end = module.noqa_spans[number]
+        written = re.split(r"\s*,\s*", line[col - 1 : end - 1].split(":", 1)[1].strip())
+        left = [c for c in written if c.upper() not in unused]
+        start = len(line[: col - 1].rstrip()) + 1 if not left else col
+        content = f"# noqa: {', '.join(left)}" if left else ""
+        span = Span(number, _byte_col(line, start), number, _byte_col(line, end))
+        fix = Fix(
+            "safe",
+            f"remove unused noqa code{'s' if len(unused) > 1 else ''} {', '.join(unused)}",
+            (Edit(span, content),),
+        )
+        out.append(
+            Finding(
+                module.path,
+                Span(number, _byte_col(line, col), number, _byte_col(line, end)),
+                "MEM910",
+                f"unused noqa: {', '.join(unused)} suppresses nothing here",
+                fix=fix,
+            )
+        )
+    return out
+
+
+def _byte_col(line: str, col: int) -> int:
+    """A 1-based column as ast counts it (UTF-8 bytes) from a 1-based character column."""
+    return len(line[: col - 1].encode("utf-8")) + 1

@@ -60,11 +60,16 @@ SCHEMA = {
         "optimizer": {"type": "string"},
         "precision": {"type": "string", "enum": list(PRECISIONS)},
         "configs": {"type": "array", "items": {"type": "string"}},
+        "per-file-configs": {
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
         "show-info": {"type": "boolean"},
         "output-format": {"type": "string", "enum": list(OUTPUT_FORMATS)},
         "max-file-size": {"type": "integer", "minimum": 1},
         "jobs": {"type": "integer", "minimum": 0},
         "cache-dir": {"type": "string"},
+        "cache": {"type": "boolean"},
         "training": {"type": "boolean"},
         "unresolved": {"type": "string", "enum": ["warning", "info"]},
         "context-memory": {"type": "string"},
@@ -91,11 +96,13 @@ class Settings:
     optimizer: str | None = None
     precision: str | None = None
     configs: list[str] = field(default_factory=list)
+    per_file_configs: dict[str, list[str]] = field(default_factory=dict)  # glob -> configs for those files
     show_info: bool = False
     output_format: str = "full"
     max_file_size: int = 10 * 1024 * 1024
     jobs: int = 0
     cache_dir: str | None = None
+    cache: bool | None = None  # None: on in the CLI (unless --no-cache), off through the API
     training: bool = True
     unresolved: str = "warning"
     context_memory: str | None = None

@@ -113,18 +113,22 @@ class SizeTable:
         self.by_leaf.setdefault(leaf.lower(), []).append(size)
 
     @classmethod
-    def build(cls, cli_dims: dict, settings_dims: dict, settings_origin: str, configs: list[ConfigFile]):
+    def build(
+        cls, cli_dims: dict, settings_dims: dict, settings_origin: str, configs: list[ConfigFile], shared=()
+    ):
+        """Ranks: --dim 0, settings 1, `configs` 2, then `shared` configs 3 (per-file configs override them)."""
         table = cls()
         for name, value in cli_dims.items():
             table.add(name, value, "--dim", 0)
         for name, value in settings_dims.items():
             table.add(name, value, settings_origin, 1)
-        for config in configs:
-            prefix = ""
-            if config.package and config.package not in ("_global_", "_group_"):
-                prefix = config.package + "."
-            for key, cv in config.values.items():
-                table.add(prefix + key, cv.value, cv.origin, 2)
+        for rank, group in ((2, configs), (3, shared)):
+            for config in group:
+                prefix = ""
+                if config.package and config.package not in ("_global_", "_group_"):
+                    prefix = config.package + "."
+                for key, cv in config.values.items():
+                    table.add(prefix + key, cv.value, cv.origin, rank)
         table._resolve_interpolations()
         return table
 

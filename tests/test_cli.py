@@ -216,3 +216,19 @@ def test_main_in_process(project, capsys, monkeypatch):
     monkeypatch.chdir(project)
     assert main(["src", "--output-format", "concise"]) == 1
     assert "MEM201" in capsys.readouterr().out
+
+
+def test_per_file_configs_size_each_model_with_its_own_config(project):
+    (project / "configs" / "small.yaml").write_text(CONFIG.replace("batch_size: 16", "batch_size: 2") + "gpu: GTX 1650\n")
+    (project / "src" / "other.py").write_text(ATTENTION)
+    (project / "pyproject.toml").write_text(
+        '[tool.memlint]\ngpu = "RTX 4090"\nconfigs = ["configs/train.yaml", "configs/small.yaml"]\n'
+        '[tool.memlint.dims]\nN = 13\n[tool.memlint.per-file-configs]\n"src/other.py" = ["configs/small.yaml"]\n'
+    )
+    code, out, _ = run(["src", "--output-format", "json", "--show-info"], project)
+    by_file = {item["filename"]: item for item in json.loads(out)}
+    assert by_file["src/encoder.py"]["cost"]["bytes"] == int(3.25 * 16 * 8 * 3250 * 3250 * 4)
+    assert by_file["src/encoder.py"]["cost"]["gpu"] == "RTX 4090"
+    assert by_file["src/other.py"]["cost"]["bytes"] == int(3.25 * 2 * 8 * 3250 * 3250 * 4)
+    assert by_file["src/other.py"]["cost"]["gpu"] == "GTX 1650"
+    assert "MEM906" not in out  # the two configs are not merged, so they do not conflict
