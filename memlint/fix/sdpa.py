@@ -139,7 +139,12 @@ class _Rewrite:
         """Follow the weights through an optional dropout to their use; (weights node, dropout_p text)."""
         node, dropout = self._follow(softmax), ""
         parent = self.module.parent(node)
-        if isinstance(parent, ast.Call) and parent.args and parent.args[0] is node:
+        if (
+            isinstance(parent, ast.Call)
+            and parent.args
+            and parent.args[0] is node
+            and not self._is_matmul(parent)
+        ):
             dropout = self._dropout_p(parent)
             if not dropout:
                 raise NoFix("the weights go through a call other than dropout")
