@@ -127,7 +127,9 @@ def test_unresolved_size_is_reported_not_guessed(tmp_path):
 
 def test_noqa_suppresses_one_line(project):
     path = project / "src" / "encoder.py"
-    path.write_text(path.read_text().replace("F.softmax(scores, dim=-1))", "F.softmax(scores, dim=-1))  # noqa: MEM201"))
+    path.write_text(
+        path.read_text().replace("F.softmax(scores, dim=-1))", "F.softmax(scores, dim=-1))  # noqa: MEM201")
+    )
     code, out, _ = run(["src", "--output-format", "concise"], project)
     assert code == 0 and "MEM201" not in out
 
@@ -192,8 +194,23 @@ def test_help_and_version(tmp_path):
 
 def test_no_gpu_declared_is_said_once(tmp_path):
     (tmp_path / "m.py").write_text(ATTENTION)
-    _, out, _ = run(["m.py", "--no-config", "--dim", "B=16", "--dim", "T=250", "--dim", "N=13",
-                     "--dim", "n_heads=8", "--dim", "d_model=128"], tmp_path)
+    _, out, _ = run(
+        [
+            "m.py",
+            "--no-config",
+            "--dim",
+            "B=16",
+            "--dim",
+            "T=250",
+            "--dim",
+            "N=13",
+            "--dim",
+            "n_heads=8",
+            "--dim",
+            "d_model=128",
+        ],
+        tmp_path,
+    )
     assert out.count("no GPU declared") == 1
 
 
@@ -219,7 +236,9 @@ def test_main_in_process(project, capsys, monkeypatch):
 
 
 def test_per_file_configs_size_each_model_with_its_own_config(project):
-    (project / "configs" / "small.yaml").write_text(CONFIG.replace("batch_size: 16", "batch_size: 2") + "gpu: GTX 1650\n")
+    (project / "configs" / "small.yaml").write_text(
+        CONFIG.replace("batch_size: 16", "batch_size: 2") + "gpu: GTX 1650\n"
+    )
     (project / "src" / "other.py").write_text(ATTENTION)
     (project / "pyproject.toml").write_text(
         '[tool.memlint]\ngpu = "RTX 4090"\nconfigs = ["configs/train.yaml", "configs/small.yaml"]\n'
