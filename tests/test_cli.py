@@ -244,7 +244,7 @@ def test_per_file_configs_size_each_model_with_its_own_config(project):
         '[tool.memlint]\ngpu = "RTX 4090"\nconfigs = ["configs/train.yaml", "configs/small.yaml"]\n'
         '[tool.memlint.dims]\nN = 13\n[tool.memlint.per-file-configs]\n"src/other.py" = ["configs/small.yaml"]\n'
     )
-    code, out, _ = run(["src", "--output-format", "json", "--show-info"], project)
+    _, out, _ = run(["src", "--output-format", "json", "--show-info"], project)
     by_file = {item["filename"]: item for item in json.loads(out)}
     assert by_file["src/encoder.py"]["cost"]["bytes"] == int(3.25 * 16 * 8 * 3250 * 3250 * 4)
     assert by_file["src/encoder.py"]["cost"]["gpu"] == "RTX 4090"
