@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 from memlint import __version__
 
@@ -64,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--precision", help="fp32, bf16-mixed, 16-mixed, bf16-true, ...")
     check.add_argument("-o", "--output-file", metavar="FILE", help="write the report to FILE")
+    check.add_argument("--statistics", action="store_true", help="print the number of findings per code")
+    check.add_argument(
+        "--stdin-filename", metavar="NAME", help="the file name of standard input (with `-` as PATH)"
+    )
+    check.add_argument("--show-files", action="store_true", help="list the files that would be checked")
+    check.add_argument("--show-settings", action="store_true", help="print the resolved settings")
     check.add_argument("--fix", action="store_true", help="apply safe fixes")
     check.add_argument("--unsafe-fixes", action="store_true", help="with --fix/--diff: also unsafe fixes")
     check.add_argument("--diff", action="store_true", help="print the fixes as a diff; change nothing")
@@ -108,13 +115,18 @@ def _codes(text: str | None) -> list[str] | None:
 
 def run_check(args) -> int:
     from memlint.engine import check
+    from memlint.files import relative
     from memlint.report import formats, render
     from memlint.settings import ConfigError, load_settings
     from memlint.sizes import parse_dim
 
     paths = args.paths or ["."]
+    stdin = None
+    if "-" in paths or args.stdin_filename:
+        name = args.stdin_filename or "-"
+        stdin, paths = (name, sys.stdin.read()), [p for p in paths if p != "-"]
     try:
-        settings = load_settings(paths, args.config, args.no_config)
+        settings = load_settings(paths or [stdin[0] if stdin else "."], args.config, args.no_config)
         dims = dict(parse_dim(d) for d in args.dim)
         fmt = args.output_format or os.environ.get("MEMLINT_OUTPUT_FORMAT") or settings.output_format
         if fmt not in formats():
@@ -128,16 +140,21 @@ def run_check(args) -> int:
             "precision": args.precision,
         }
         settings = settings.with_overrides(**overrides)
-        report = check(paths, settings, dims=dims, gpu=args.gpu)
+        if args.show_settings or args.show_files:
+            sys.stdout.write(show_settings(settings) if args.show_settings else show_files(paths, settings))
+            return 0
+        if stdin is not None:
+            stdin = (relative(Path(stdin[0]), settings.root) if stdin[0] != "-" else "-", stdin[1])
+        report = check(paths, settings, dims=dims, gpu=args.gpu, stdin=stdin)
     except (ConfigError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     from memlint.fix.command import run as run_fix
     from memlint.fix.command import wants_fix
 
-    if wants_fix(args):
+    if wants_fix(args) and stdin is None:
         recheck = lambda: check(paths, settings, dims=dims, gpu=args.gpu)  # noqa: E731
         return run_fix(args, report, recheck, lambda r: render(fmt, r))
-    text = render(fmt, report)
+    text = statistics(report) if args.statistics else render(fmt, report)
     if args.output_file:
         with open(args.output_file, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -146,6 +163,42 @@ def run_check(args) -> int:
     if args.exit_zero:
         return 0
     return 1 if report.failed else 0
+
+
+def statistics(report) -> str:
+    """ruff's --statistics: one line per code, most frequent first, with `[*]` when a safe fix exists."""
+    from collections import Counter
+
+    from memlint.catalogue import rules
+
+    shown = report.visible()
+    counts = Counter(f.code for f in shown)
+    fixable = {f.code for f in shown if f.fix is not None and f.fix.applicability == "safe"}
+    lines = []
+    for code, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        rule = rules().get(code)
+        marker = "[*]" if code in fixable else "   "
+        lines.append(f"{count:>5}\t{code}\t{marker} {rule.name if rule else ''}".rstrip())
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def show_files(paths: list[str], settings) -> str:
+    """Every file a run would read: the Python and YAML files under `paths` plus the settings' configs."""
+    from memlint.engine import _config_sources
+    from memlint.files import discover
+
+    exclude = [*settings.exclude, *settings.extend_exclude]
+    files, _ = discover(paths, settings.root, exclude)
+    configs = _config_sources(files, settings, exclude)
+    names = sorted({f.relpath for f in files} | {c.relpath for c in configs})
+    return "".join(f"{name}\n" for name in names)
+
+
+def show_settings(settings) -> str:
+    import json
+
+    values = {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+    return json.dumps(values, indent=2, default=str, ensure_ascii=False) + "\n"
 
 
 def run_rule(args) -> int:
