@@ -1,4 +1,4 @@
-"""Family 2: attention over many tokens (MEM201 scores materialised by hand-written attention)."""
+"""Family 2: attention over many tokens (MEM201 hand-written scores, MEM202 MultiheadAttention weights, MEM203 self-attention at its use)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import ast
 
 from memlint import cost as costs
 from memlint.checks import FileContext, check, make_cost, missing_note
+from memlint.findings import SizeUse
 from memlint.shapes import FunctionFacts
-from memlint.symbolic import Q, product
+from memlint.symbolic import Q, Scope, product
 
 SOFTMAX_FUNCS = {
     "torch.softmax",
@@ -267,3 +268,643 @@ def _head_dim(ctx: FileContext, matmul: ast.AST, facts: FunctionFacts) -> Q | No
         return None
     shape = facts.shape(operand)
     return shape[-1] if shape else None
+
+
+# --- MEM202 / MEM203: attention modules at their use ----------------------------------------------
+
+MHA_NAMES = {
+    "torch.nn.MultiheadAttention",
+    "torch.nn.modules.MultiheadAttention",
+    "torch.nn.modules.activation.MultiheadAttention",
+}
+HEAD_KEYWORDS = ("heads", "num_heads", "n_heads", "nhead", "n_head", "num_attention_heads", "attention_heads")
+CONTEXT_KEYWORDS = {
+    "context",
+    "encoder_hidden_states",
+    "key",
+    "kv",
+    "memory",
+    "y",
+    "cond",
+    "key_value_states",
+}
+# A class that can run a fused kernel (SDPA, flash, xformers, an attention-function registry) is not
+# priced as eager attention: its default path keeps no N² term on CUDA.
+FUSED_MARKERS = (
+    "scaled_dot_product_attention",
+    "flash_attn",
+    "memory_efficient_attention",
+    "ALL_ATTENTION_FUNCTIONS",
+    "xformers",
+)
+NOT_QUADRATIC_WORDS = ("linear", "flash", "efficient", "performer", "window", "local", "axial", "sparse")
+# Attention whose queries are not its tokens: cross-attention, class-token attention (CaiT, VOLO:
+# one query), cross-covariance attention (XCiT, EdgeNeXt: a channels x channels map).
+NOT_SELF_ATTENTION_WORDS = ("cross", "classattn", "classattention", "covariance", "xca")
+TOKEN_SIZES = ("num_queries", "seq_len")
+CONTAINER_NAMES = {"torch.nn.ModuleList", "torch.nn.Sequential", "torch.nn.ModuleDict"}
+RESHAPES = {"view", "reshape", "flatten", "rearrange", "unflatten"}
+
+
+def _attention_by_name(name: str) -> bool:
+    low = name.lower()
+    named = "attention" in low or "selfattn" in low or low.endswith("attn")
+    return named and not any(word in low for word in NOT_QUADRATIC_WORDS)
+
+
+def attention_classes(ctx: FileContext) -> dict[str, str]:
+    """Classes of this file that run eager O(N²) attention: name → 'eager' (softmax pattern) or 'name'."""
+    if "attention_classes" in ctx.__dict__:
+        return ctx.__dict__["attention_classes"]
+    found: dict[str, str] = {}
+    for name, info in ctx.module.classes.items():
+        if not info.is_module:
+            continue
+        source = ast.get_source_segment(ctx.module.text, info.node) or ""
+        if any(marker in source for marker in FUSED_MARKERS):
+            continue
+        if any(word in name.lower() for word in NOT_SELF_ATTENTION_WORDS):
+            continue
+        if _has_eager_pattern(ctx, info):
+            found[name] = "eager"
+        elif _attention_by_name(name) and "forward" in info.methods:
+            found[name] = "name"
+    ctx.__dict__["attention_classes"] = found
+    return found
+
+
+def _has_eager_pattern(ctx: FileContext, info) -> bool:
+    for method in info.methods.values():
+        facts = ctx.facts(method, info)
+        for node in ast.walk(method):
+            scores = softmax_input(ctx, node, facts)
+            if scores is not None and trace_to_matmul(ctx, scores, facts) is not None:
+                return True
+    return False
+
+
+def _is_mha(ctx: FileContext, call: ast.Call) -> bool:
+    return ctx.qualname(call.func) in MHA_NAMES
+
+
+def _constructions(ctx: FileContext, expr: ast.AST, wanted, counts=()):
+    """Constructor calls inside `expr` (through containers, wrappers and comprehensions) that `wanted`
+    accepts, each with the multiplicity expressions of the comprehensions around it."""
+    if isinstance(expr, ast.Call):
+        if wanted(expr):
+            yield expr, list(counts)
+            return
+        for arg in [*expr.args, *(kw.value for kw in expr.keywords)]:
+            yield from _constructions(ctx, arg, wanted, counts)
+    elif isinstance(expr, (ast.ListComp, ast.GeneratorExp)):
+        lengths = tuple(_loop_length(gen.iter) for gen in expr.generators)
+        yield from _constructions(ctx, expr.elt, wanted, (*counts, *lengths))
+    elif isinstance(expr, (ast.List, ast.Tuple)):
+        for elt in expr.elts:
+            yield from _constructions(ctx, elt, wanted, counts)
+    elif isinstance(expr, ast.Starred):
+        yield from _constructions(ctx, expr.value, wanted, counts)
+    elif isinstance(expr, ast.IfExp):
+        yield from _constructions(ctx, expr.body, wanted, counts)
+
+
+def _loop_length(expr: ast.expr) -> ast.expr:
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id == "range":
+        if len(expr.args) == 1:
+            return expr.args[0]
+        if len(expr.args) == 2:
+            return ast.BinOp(left=expr.args[1], op=ast.Sub(), right=expr.args[0])
+    return ast.Call(func=ast.Name("len", ast.Load()), args=[expr], keywords=[])
+
+
+class Use:
+    """One application of a module: the call, what it was built by, where, and how many copies run."""
+
+    def __init__(self, call, ctor, scope, counts, direct):
+        self.call = call  # the call that applies the module (None: constructed, no use found)
+        self.ctor = ctor  # the constructor call of the attention module
+        self.scope = scope  # Scope for evaluating the constructor's arguments
+        self.counts = counts  # multiplicity expressions (ModuleList comprehensions)
+        self.direct = direct  # the call applies the attention module itself (not a container of it)
+
+
+def module_uses(ctx: FileContext, func, info, facts: FunctionFacts, wanted):
+    """Calls in `func` that apply a module built by a constructor `wanted` accepts."""
+    loop_sources = _loop_sources(func)
+    for node in ast.walk(func):
+        if not isinstance(node, ast.Call):
+            continue
+        for value, scope, direct in _callee_values(ctx, node.func, func, info, facts, loop_sources):
+            for ctor, counts in _constructions(ctx, value, wanted):
+                if isinstance(direct, list):  # a loop over a container: the element itself is applied
+                    yield Use(node, ctor, scope, counts, any(ctor is e for e in direct))
+                else:
+                    yield Use(node, ctor, scope, counts, direct and not _is_container(ctx, value))
+
+
+def _callee_values(ctx, callee, func, info, facts, loop_sources):
+    """What the called expression was assigned: `self.attn`, a local, a loop over `self.blocks`, `x.attn`."""
+    if isinstance(callee, ast.Attribute) and isinstance(callee.value, ast.Name):
+        owner, attr = callee.value.id, callee.attr
+        if owner == "self" and info is not None and attr in info.attrs:
+            value, method = info.attrs[attr]
+            yield value, Scope(method, info), True
+            return
+        if owner != "self":
+            for other in ctx.module.classes.values():
+                if attr in other.attrs:
+                    value, method = other.attrs[attr]
+                    yield value, Scope(method, other), True
+                    return
+    if isinstance(callee, ast.Name):
+        if callee.id in loop_sources and info is not None:
+            source = loop_sources[callee.id]
+            if source in info.attrs:
+                value, method = info.attrs[source]
+                yield value, Scope(method, info), _elements(ctx, value)
+                return
+        for value in facts.names.get(callee.id, [])[-1:]:
+            if isinstance(value, ast.Call):
+                yield value, Scope(func, info), True
+
+
+def _elements(ctx: FileContext, value: ast.AST) -> list[ast.AST]:
+    """The modules a loop over a container yields: ModuleList([Block() for _ in ...]) → [Block()]."""
+    if isinstance(value, ast.Call) and ctx.qualname(value.func) in CONTAINER_NAMES and value.args:
+        value = value.args[0]
+    if isinstance(value, (ast.ListComp, ast.GeneratorExp)):
+        return [value.elt]
+    if isinstance(value, (ast.List, ast.Tuple)):
+        return list(value.elts)
+    return []
+
+
+def _loop_sources(func) -> dict[str, str]:
+    """`for blk in self.blocks` / `zip(self.a, self.b)` / `enumerate(self.blocks)`: loop name → attribute."""
+    sources: dict[str, str] = {}
+    for node in ast.walk(func):
+        if not isinstance(node, (ast.For, ast.comprehension)):
+            continue
+        pairs = _loop_pairs(node.target, node.iter)
+        sources.update(pairs)
+    return sources
+
+
+def _loop_pairs(target, iterable) -> dict[str, str]:
+    if isinstance(iterable, ast.Attribute) and isinstance(iterable.value, ast.Name):
+        if iterable.value.id == "self":
+            return {name: iterable.attr for name in _names(target)}
+        return {}
+    if isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name):
+        if iterable.func.id == "enumerate" and iterable.args and isinstance(target, ast.Tuple):
+            return _loop_pairs(target.elts[-1], iterable.args[0])
+        if iterable.func.id == "zip" and isinstance(target, ast.Tuple):
+            pairs = {}
+            for elt, arg in zip(target.elts, iterable.args, strict=False):
+                pairs.update(_loop_pairs(elt, arg))
+            return pairs
+    return {}
+
+
+def _names(target) -> list[str]:
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [n for e in target.elts for n in _names(e)]
+    return []
+
+
+def _multiplicity(ctx: FileContext, counts, scope) -> Q:
+    return product(ctx.evaluator.eval(c, scope) for c in counts) if counts else Q.const(1)
+
+
+def _heads(ctx: FileContext, ctor: ast.Call, scope) -> Q:
+    """Heads from the constructor: a heads keyword, the parameter's position, or the class's default."""
+    for kw in ctor.keywords:
+        if kw.arg in HEAD_KEYWORDS:
+            return _as("H", ctx.evaluator.eval(kw.value, scope))
+    name = ctx.qualname(ctor.func)
+    if name in MHA_NAMES:
+        arg = ctor.args[1] if len(ctor.args) > 1 else None
+        return _as("H", ctx.evaluator.eval(arg, scope)) if arg is not None else Q.unknown("num_heads")
+    info = ctx.module.classes.get(name)
+    init = info.init() if info is not None else None
+    if init is None:
+        return Q.unknown("heads")
+    params = Scope(init, info).params()
+    names = [a.arg for a in init.args.posonlyargs + init.args.args][1:]
+    for index, param in enumerate(names):
+        if param in HEAD_KEYWORDS:
+            if index < len(ctor.args) and not isinstance(ctor.args[index], ast.Starred):
+                return _as("H", ctx.evaluator.eval(ctor.args[index], scope))
+            default = params.get(param)
+            if default is not None:
+                q = ctx.evaluator.eval(default, Scope())
+                origin = f"{ctx.relpath}:{default.lineno} ({name}.__init__ default)"
+                return (
+                    Q(q.value, "H", (SizeUse("H", q.value, param, origin),)) if q.known else Q.unknown(param)
+                )
+    for param in init.args.kwonlyargs:
+        if param.arg in HEAD_KEYWORDS:
+            default = params.get(param.arg)
+            q = ctx.evaluator.eval(default, Scope()) if default is not None else Q.unknown(param.arg)
+            return q if q.known else Q.unknown(param.arg)
+    return Q.unknown("heads")
+
+
+def _as(symbol: str, q: Q) -> Q:
+    """An unresolved size without a name of its own is called by the formula's symbol."""
+    return (
+        q
+        if q.known or q.uses or q.text.isidentifier()
+        else Q(q.value, symbol, q.uses, q.missing or (symbol,))
+    )
+
+
+def _table_tokens(ctx: FileContext) -> Q | None:
+    """Tokens from the size table: num_queries / seq_len style sizes, else (image_size / patch_size)²."""
+    for name in TOKEN_SIZES:
+        found = ctx.evaluator.size(name)
+        if found is not None:
+            return found
+    image = ctx.evaluator.size("image_size")
+    if image is not None:
+        patch = ctx.evaluator.size("patch_size")
+        side = image.floordiv(patch) if patch is not None and patch.value else image
+        return side * side
+    return None
+
+
+def _table_batch(ctx: FileContext) -> Q:
+    return ctx.evaluator.size("batch_size", "batch_size") or Q.unknown("B")
+
+
+def reshaped_here(expr: ast.AST, facts: FunctionFacts, depth: int = 0) -> bool:
+    """Was this tensor made by a reshape in this function (its token count is computed, not declared)?"""
+    if depth > 4:
+        return False
+    if isinstance(expr, ast.Name):
+        line = getattr(expr, "lineno", 0)
+        earlier = [v for v in facts.names.get(expr.id, []) if getattr(v, "lineno", 0) < line]
+        return any(reshaped_here(v, facts, depth + 1) for v in earlier[-1:])
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in RESHAPES:
+                return True
+        elif isinstance(node, ast.Name) and node is not expr and reshaped_here(node, facts, depth + 1):
+            return True
+    return False
+
+
+def _same(a: ast.AST | None, b: ast.AST | None) -> bool:
+    return a is not None and b is not None and ast.dump(a) == ast.dump(b)
+
+
+def _arg(call: ast.Call, index: int, name: str) -> ast.AST | None:
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value
+    positional = [a for a in call.args if not isinstance(a, ast.Starred)]
+    return positional[index] if index < len(positional) else None
+
+
+def _keyword(call: ast.Call, name: str) -> ast.AST | None:
+    return next((kw.value for kw in call.keywords if kw.arg == name), None)
+
+
+def _constant_true(ctx: FileContext, expr, scope) -> bool:
+    if isinstance(expr, ast.Constant):
+        return bool(expr.value)
+    q = ctx.evaluator.eval(expr, scope) if expr is not None else None
+    return bool(q is not None and q.known and q.value)
+
+
+def _tokens_of(shape, batch_first: bool = True) -> tuple[Q | None, Q | None]:
+    """(B, N) of an input: [B, N, D] (or [N, B, D] for batch_first=False), [B, C, H, W] → N = H·W."""
+    if shape is None:
+        return None, None
+    if len(shape) == 3:
+        return (shape[0], shape[1]) if batch_first else (shape[1], shape[0])
+    if len(shape) == 4 and batch_first:
+        return shape[0], shape[2] * shape[3]
+    if len(shape) == 2:
+        return Q.const(1), shape[0]
+    return None, None
+
+
+def _resolve_tokens(ctx: FileContext, shape, batch_first=True, computed=False) -> tuple[Q, Q, str]:
+    """B and N with a note on where N came from (the input's shape, the size table, or nowhere).
+
+    `computed`: the input was reshaped here (`rearrange(x, "b c h w -> b (h w) c")`), so its token count
+    is this code's own, not the run's seq_len / num_queries: unresolved rather than borrowed.
+    """
+    b, n = _tokens_of(shape, batch_first)
+    source = "the input's shape at this call"
+    if n is None or not n.known:
+        table = None if computed else _table_tokens(ctx)
+        if table is not None:
+            n = table
+            source = "the size table (the input's shape here is unresolved)"
+        elif n is None:
+            n = Q.unknown("N")
+            source = "unresolved"
+    if b is None or not b.known:
+        b = _table_batch(ctx) if b is None or b.missing else b
+    return _as("B", b), _as("N", n), source
+
+
+@check("MEM202", "MEM203")
+def attention_modules(ctx: FileContext):
+    text = ctx.module.text
+    eager = attention_classes(ctx)
+    if "MultiheadAttention" not in text and not eager:
+        return
+    reported: set[int] = set()
+    for func, info in ctx.module.iter_functions():
+        facts = ctx.facts(func, info)
+        if "MultiheadAttention" in text:
+            for use in module_uses(ctx, func, info, facts, lambda c: _is_mha(ctx, c)):
+                if use.direct and id(use.call) not in reported:
+                    reported.add(id(use.call))
+                    yield from _mha_finding(ctx, use, facts)
+        if eager:
+            for use in module_uses(ctx, func, info, facts, lambda c: ctx.qualname(c.func) in eager):
+                key = id(use.call) if use.direct else id(use.ctor)
+                if key not in reported:
+                    found = _self_attention_finding(ctx, use, facts, eager)
+                    if found is not None:
+                        reported.add(key)
+                        yield found
+    yield from _unused_containers(ctx, eager, reported)
+
+
+# --- MEM202 ------------------------------------------------------------------------------------------
+
+
+def _mha_finding(ctx: FileContext, use: Use, facts: FunctionFacts):
+    call = use.call
+    need = _keyword(call, "need_weights")
+    if need is not None and not (isinstance(need, ast.Constant) and need.value is True):
+        return  # need_weights=False, or chosen by the caller at run time
+    if any(kw.arg is None for kw in call.keywords):
+        return  # **kwargs may carry need_weights
+    query, key, value = _arg(call, 0, "query"), _arg(call, 1, "key"), _arg(call, 2, "value")
+    batch_first = _constant_true(ctx, _ctor_arg(use.ctor, "batch_first", 8), use.scope)
+    shape = facts.shape(query) if query is not None else None
+    computed = query is not None and reshaped_here(query, facts)
+    b, nq, source = _resolve_tokens(ctx, shape, batch_first, computed)
+    self_attention = _same(query, key) and _same(key, value)
+    if self_attention:
+        nk = nq
+    else:
+        _, nk = _tokens_of(facts.shape(key) if key is not None else None, batch_first)
+        nk = _as("Nk", nk) if nk is not None else Q.unknown("Nk")
+    limit = ctx.options.min_tokens
+    if small(nq, limit) or small(nk, limit):
+        return
+    heads = _heads(ctx, use.ctor, use.scope)
+    dropout = _positive(ctx, _ctor_arg(use.ctor, "dropout", 2), use.scope)
+    weights = weights_use(ctx, call, facts)
+    count = _multiplicity(ctx, use.counts, use.scope)
+    if self_attention and weights == "used":
+        yield _priced_self_attention(
+            ctx,
+            use,
+            b,
+            heads,
+            nq,
+            source,
+            dropout,
+            "nn.MultiheadAttention",
+            count,
+            extra_notes=["the returned weights are used, so need_weights=False is no fix here"],
+        )
+        return
+    cost = _mha_cost(ctx, count, b, heads, nq, nk, dropout, weights == "used")
+    tokens = f"{_shown(nq)} tokens" if self_attention else f"{_shown(nq)} queries x {_shown(nk)} keys"
+    dims = ", ".join(f"{q.value:g}" if q.known else q.text for q in (b, heads, nq, nk))
+    uses = f" x {_shown(count)} uses" if _counts(count) else ""
+    message = (
+        f"nn.MultiheadAttention called without need_weights=False materialises "
+        f"[{dims}] weights over {tokens}{uses}"
+    )
+    notes = [WEIGHT_NOTES[weights]]
+    if source != "the input's shape at this call":
+        notes.append(f"tokens from {source}")
+    if cost.missing:
+        notes.append(missing_note(cost))
+    roles = [b, heads, nq, nk]
+    yield ctx.finding(call, "MEM202", message, cost, notes=notes, drivers=_drivers(roles))
+
+
+WEIGHT_NOTES = {
+    "unused": "weights unused: need_weights=False is safe (same output, fused SDPA path)",
+    "used": "weights used: need_weights=False would drop them; keep it only where the weights are needed",
+    "unknown": "weights returned to the caller: check that no caller reads them, then pass need_weights=False",
+}
+
+
+def weights_use(ctx: FileContext, call: ast.Call, facts: FunctionFacts) -> str:
+    """Are the attention weights MHA returns read? 'unused', 'used' or 'unknown' (they leave the function)."""
+    parent = ctx.module.parent(call)
+    if isinstance(parent, ast.Subscript) and parent.value is call:
+        index = parent.slice
+        return "unused" if isinstance(index, ast.Constant) and index.value == 0 else "used"
+    if isinstance(parent, ast.Expr):
+        return "unused"
+    if isinstance(parent, (ast.Assign, ast.AnnAssign)):
+        targets = parent.targets if isinstance(parent, ast.Assign) else [parent.target]
+        target = targets[0]
+        if isinstance(target, (ast.Tuple, ast.List)) and len(target.elts) == 2:
+            second = target.elts[1]
+            if not isinstance(second, ast.Name):
+                return "used"
+            if second.id.startswith("_") or not _read_after(facts.func, second.id, parent):
+                return "unused"
+            return "used"
+        if isinstance(target, ast.Name):
+            return _whole_result_use(facts.func, target.id, parent)
+    return "unknown"
+
+
+def _read_after(func, name: str, stmt) -> bool:
+    line = getattr(stmt, "end_lineno", stmt.lineno)
+    return any(
+        isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Load) and n.lineno > line
+        for n in ast.walk(func)
+    )
+
+
+def _whole_result_use(func, name: str, stmt) -> str:
+    """`out = self.attn(x, x, x)`: only `out[0]` read → unused; `out[1]` → used; `out` itself → unknown."""
+    line = getattr(stmt, "end_lineno", stmt.lineno)
+    verdict = "unused"
+    parents = {id(c): p for p in ast.walk(func) for c in ast.iter_child_nodes(p)}
+    for node in ast.walk(func):
+        if not (isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Load)):
+            continue
+        if node.lineno <= line:
+            continue
+        parent = parents.get(id(node))
+        if isinstance(parent, ast.Subscript) and isinstance(parent.slice, ast.Constant):
+            if parent.slice.value != 0:
+                return "used"
+            continue
+        verdict = "unknown"
+    return verdict
+
+
+def _ctor_arg(ctor: ast.Call, name: str, position: int) -> ast.AST | None:
+    for kw in ctor.keywords:
+        if kw.arg == name:
+            return kw.value
+    return ctor.args[position] if position < len(ctor.args) else None
+
+
+def _positive(ctx: FileContext, expr, scope) -> bool:
+    if expr is None:
+        return False
+    q = ctx.evaluator.eval(expr, scope)
+    return bool(q.known and q.value and q.value > 0)
+
+
+def _mha_cost(ctx: FileContext, count: Q, b: Q, h: Q, nq: Q, nk: Q, dropout: bool, kept: bool):
+    """Extra memory of need_weights=True over False: the eager path's N² terms (scores, softmax, dropout
+    mask) and, when the caller keeps the returned head-averaged weights, those too (COSTMODEL)."""
+    opts = ctx.options
+    factor = costs.eager_attention_factor(opts.training, dropout)
+    what = "at the training peak" if opts.training else "at the forward peak"
+    roles = [("B", b), ("H", h), ("Nq", nq), ("Nk", nk)]
+    if _counts(count):
+        roles = [("uses", count), *roles]
+    extra = f" + B·Nq·Nk·{opts.dtype_bytes} B (the returned weights)" if kept else ""
+    cost = make_cost(factor, roles, opts.dtype_bytes, what, extra=extra)
+    cost.alternatives.append("need_weights=False: the fused SDPA path keeps no N² term on CUDA")
+    if cost.bytes is None:
+        return cost
+    sizes = [int(q.value) for q in (b, h, nq, nk)]
+    uses = int(count.value)
+    calibrated = getattr(costs, "mha_need_weights_extra_bytes", None)
+    if calibrated is not None:
+        total = calibrated(*sizes, opts.dtype_bytes, opts.training, dropout=dropout, weights_kept=kept)
+    else:
+        total = costs.eager_attention_bytes(*sizes, opts.dtype_bytes, training=opts.training, dropout=dropout)
+        total += costs.mha_weights_bytes(sizes[0], sizes[2], sizes[3], opts.dtype_bytes) if kept else 0
+    numbers = "·".join(str(v) for v in ([uses] if _counts(count) else []) + sizes)
+    weights = f" + {sizes[0]}·{sizes[2]}·{sizes[3]}·{opts.dtype_bytes} B" if kept else ""
+    cost.bytes = int(total) * uses
+    cost.substituted = (
+        f"{factor:g} x {numbers}·{opts.dtype_bytes} B{weights} = {costs.human_bytes(cost.bytes)}"
+    )
+    return cost
+
+
+# --- MEM203 ------------------------------------------------------------------------------------------
+
+
+def _self_attention_finding(ctx: FileContext, use: Use, facts: FunctionFacts, eager: dict[str, str]):
+    call = use.call
+    query = call.args[0] if call.args and not isinstance(call.args[0], ast.Starred) else None
+    if query is None:
+        query = next((kw.value for kw in call.keywords if kw.arg in ("x", "hidden_states", "query")), None)
+    if query is None or _is_cross_attention(call, query):
+        return None
+    b, n, source = _resolve_tokens(ctx, facts.shape(query), computed=reshaped_here(query, facts))
+    if small(n, ctx.options.min_tokens):
+        return None
+    kind = eager.get(ctx.qualname(use.ctor.func), "name")
+    if source == "unresolved" and kind != "eager":
+        return None
+    name = ctx.qualname(use.ctor.func)
+    heads = _heads(ctx, use.ctor, use.scope)
+    dropout = _positive(ctx, _keyword(use.ctor, "dropout"), use.scope)
+    count = _multiplicity(ctx, use.counts, use.scope)
+    notes = [] if kind == "eager" else [f"{name} is priced as eager softmax attention from its name"]
+    node = call if use.direct else use.ctor
+    return _priced_self_attention(ctx, use, b, heads, n, source, dropout, name, count, notes, node)
+
+
+def _is_cross_attention(call: ast.Call, query: ast.AST) -> bool:
+    others = [a for a in call.args[1:] if not isinstance(a, ast.Starred)]
+    others += [kw.value for kw in call.keywords if kw.arg in CONTEXT_KEYWORDS]
+    return any(not _same(other, query) and not _is_none(other) for other in others)
+
+
+def _is_none(expr) -> bool:
+    return isinstance(expr, ast.Constant) and expr.value is None
+
+
+def _priced_self_attention(ctx, use, b, heads, n, source, dropout, name, count, extra_notes=(), node=None):
+    opts = ctx.options
+    factor = costs.eager_attention_factor(opts.training, dropout)
+    what = "at the training peak" if opts.training else "at the forward peak"
+    roles = [("B", b), ("H", heads), ("N", n), ("N", n)]
+    if _counts(count):
+        roles = [("uses", count), *roles]
+    cost = make_cost(factor, roles, opts.dtype_bytes, what)
+    cost.sizes = list(dict.fromkeys(cost.sizes))
+    uses = "" if count.value == 1 else f" x {_shown(count)} uses"
+    message = f"{name} applied as self-attention over {_shown(n)} tokens{uses}: O(N²) score matrices"
+    notes = list(extra_notes)
+    if source != "the input's shape at this call":
+        notes.append(f"tokens from {source}")
+    if cost.bytes is not None:
+        one = costs.score_tensor_bytes(
+            int(b.value), int(heads.value), int(n.value), int(n.value), opts.dtype_bytes
+        )
+        notes.append(
+            f"one score tensor is {costs.human_bytes(one)}; the peak keeps {factor:g} of them per use"
+        )
+    else:
+        notes.append(missing_note(cost))
+    notes.append(
+        "fixes: a feed-forward block where positions need no mixing; cross-attention to a few latent "
+        "tokens (N x latents instead of N²); F.scaled_dot_product_attention inside the module (O(N·d))"
+    )
+    return ctx.finding(
+        node or use.call, "MEM203", message, cost, notes=notes, drivers=_drivers([b, heads, n, count])
+    )
+
+
+def _unused_containers(ctx: FileContext, eager: dict[str, str], reported: set[int]):
+    """Attention built inside nn.Sequential / ModuleList comprehensions with no use found: price it from
+    the size table's token count (seed 003: decoder blocks over every queried pixel)."""
+    for info in ctx.module.classes.values():
+        for attr, (value, method) in info.attrs.items():
+            if not isinstance(value, ast.Call) or ctx.qualname(value.func) in eager:
+                continue
+            scope = Scope(method, info)
+            for ctor, counts in _constructions(ctx, value, lambda c: ctx.qualname(c.func) in eager):
+                if id(ctor) in reported or (ctor is not value and not _is_container(ctx, value)):
+                    continue
+                use = Use(None, ctor, scope, counts, False)
+                b, n, source = _resolve_tokens(ctx, None)
+                if source == "unresolved" or small(n, ctx.options.min_tokens):
+                    continue
+                reported.add(id(ctor))
+                name = ctx.qualname(ctor.func)
+                heads = _heads(ctx, ctor, scope)
+                count = _multiplicity(ctx, counts, scope)
+                notes = [f"built in self.{attr}; no call of it was found in this file"]
+                yield _priced_self_attention(ctx, use, b, heads, n, source, False, name, count, notes, ctor)
+
+
+def _is_container(ctx: FileContext, value: ast.AST) -> bool:
+    """nn.ModuleList / nn.Sequential / a list: calling it does not show which of its modules runs."""
+    if isinstance(value, (ast.List, ast.Tuple, ast.ListComp, ast.GeneratorExp)):
+        return True
+    return isinstance(value, ast.Call) and ctx.qualname(value.func) in CONTAINER_NAMES
+
+
+def _counts(count: Q) -> bool:
+    return count.value != 1 or bool(count.uses or count.missing)
+
+
+def _shown(q: Q) -> str:
+    return f"{q.value:,.0f}" if q.known else q.text
+
+
+def _drivers(qs) -> list[str]:
+    return list(dict.fromkeys(u.key for q in qs for u in q.uses if u.key))
