@@ -171,10 +171,10 @@ class _Rewrite:
     def _dropout_p(self, call: ast.Call) -> str:
         func = call.func
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
-            for info in self.module.classes.values():
-                sub = info.submodules.get(func.attr)
-                if sub is not None and sub.qualname.startswith("torch.nn.Dropout") and len(call.args) == 1:
-                    return f"self.{func.attr}.p if self.training else 0.0"
+            info = self.module.enclosing_class(self.func)
+            sub = info.submodules.get(func.attr) if info is not None else None
+            if sub is not None and sub.qualname.startswith("torch.nn.Dropout") and len(call.args) == 1:
+                return f"self.{func.attr}.p if self.training else 0.0"
             return ""
         names = DROPOUT.get(self.module.qualname(func) or "")
         if names is None:
