@@ -133,12 +133,18 @@ class SizeTable:
         return table
 
     def _resolve_interpolations(self) -> None:
-        """`${a.b}` that is the whole value takes the target's value (Hydra semantics); others stay text."""
+        """`${a.b}` that is the whole value takes the target's value (Hydra semantics); others stay text.
+
+        A dim declared as a key name (`--dim N=graph.num_nodes`, `N = "graph.num_nodes"` in the settings) is a
+        reference too: it says what a shape letter means.
+        """
         for _ in range(8):
             changed = False
             for key, size in list(self.by_key.items()):
                 if isinstance(size.value, str):
                     m = re.fullmatch(r"\$\{\s*([A-Za-z_][\w.]*)\s*\}", size.value)
+                    if m is None and size.rank <= 1:
+                        m = re.fullmatch(r"([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)+)", size.value)
                     if m and m.group(1) in self.by_key and self.by_key[m.group(1)] is not size:
                         target = self.by_key[m.group(1)]
                         if not (isinstance(target.value, str) and target.value.startswith("${")):
@@ -226,3 +232,36 @@ def coerce(value):
             except ValueError:
                 return value
     return value
+
+
+# Size names whose value must be a number (ambiguous words such as `width`, `depth`, `layers`, `resolution`,
+# `patch`, `batch`, `heads`, `vocab` are left out: configs use them for non-sizes too).
+_AMBIGUOUS = {"width", "depth", "layers", "resolution", "patch", "batch", "heads", "vocab", "input_size"}
+NUMERIC_SIZES = {
+    name
+    for group in ALIAS_GROUPS
+    if group[0] not in ("image_size", "num_nodes")
+    for name in group
+    if name not in _AMBIGUOUS
+}
+
+
+def invalid_sizes(config: ConfigFile) -> list[tuple[str, int, int, str]]:
+    """MEM907: (key, line, col, message) for each size key whose value is text that is not a number."""
+    out = []
+    for key, cv in config.values.items():
+        value = cv.value
+        if key.rsplit(".", 1)[-1].lower() not in NUMERIC_SIZES or not isinstance(value, (str, bool)):
+            continue
+        if isinstance(value, str) and (
+            value == MISSING
+            or "${" in value
+            or re.match(r"^\s*(choice|range|interval|tag|glob)\(", value)
+            or isinstance(coerce(value), (int, float))
+        ):
+            continue  # a mandatory value, an interpolation, a sweep, or a quoted number
+        shown = repr(value) if isinstance(value, str) else str(value).lower()
+        out.append(
+            (key, cv.line, cv.col, f"'{key}' is {shown}, not a number; memlint cannot use it as a size")
+        )
+    return out

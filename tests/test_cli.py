@@ -251,3 +251,12 @@ def test_per_file_configs_size_each_model_with_its_own_config(project):
     assert by_file["src/other.py"]["cost"]["bytes"] == int(3.25 * 2 * 8 * 3250 * 3250 * 4)
     assert by_file["src/other.py"]["cost"]["gpu"] == "GTX 1650"
     assert "MEM906" not in out  # the two configs are not merged, so they do not conflict
+
+
+def test_a_dim_can_name_the_config_key_a_shape_letter_stands_for(project):
+    (project / "pyproject.toml").write_text(
+        '[tool.memlint]\ngpu = "RTX 4090"\nconfigs = ["configs/train.yaml"]\n[tool.memlint.dims]\nN = "graph.num_nodes"\n'
+    )
+    _, out, _ = run(["src", "--output-format", "json"], project)
+    sizes = {s["symbol"]: s for s in json.loads(out)[0]["cost"]["sizes"]}
+    assert sizes["Nq"]["value"] == 3250 and "configs/train.yaml:7" in sizes["Nq"]["origin"]
