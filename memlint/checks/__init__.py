@@ -113,7 +113,8 @@ def size_use(role: str, q: Q) -> SizeUse:
     if not q.known:
         missing = ", ".join(q.missing)
         return SizeUse(role, None, keys if keys != role else "", f"missing {missing}")
-    return SizeUse(role, q.value, keys if keys != role else "", origins, values.replace("·", " x "))
+    key = keys if keys != role and q.uses else ""  # a literal in the code has no key to show
+    return SizeUse(role, q.value, key, origins, values.replace("·", " x "))
 
 
 def _replace_symbol(text: str, symbol: str, replacement: str) -> str:
