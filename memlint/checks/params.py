@@ -1,0 +1,547 @@
+"""Family 3: parameters and projections (MEM301 large parameter matrices, MEM302 LM-head logits).
+
+`count_parameters(ctx)` lists every parameter-holding constructor in a file (nn.Linear, nn.Embedding,
+nn.ConvNd, nn.Bilinear, nn.MultiheadAttention, bare nn.Parameter) with its size as a symbolic Q; the
+checks price those groups, and the whole-run budget imports the same function.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+from memlint import cost as costs
+from memlint.checks import FileContext, check, make_cost, missing_note
+from memlint.findings import SizeUse
+from memlint.sizes import canonical
+from memlint.sources.python import ClassInfo
+from memlint.symbolic import Q, Scope, product
+
+LINEAR = "torch.nn.Linear"
+EMBEDDINGS = {"torch.nn.Embedding", "torch.nn.EmbeddingBag"}
+CONVS = {
+    f"torch.nn.{kind}{d}d": d for kind in ("Conv", "ConvTranspose") for d in (1, 2, 3)
+}  # name -> spatial dims
+BILINEAR = "torch.nn.Bilinear"
+MHA = "torch.nn.MultiheadAttention"
+PARAMETER = "torch.nn.Parameter"
+TENSOR_MAKERS = {
+    "torch.randn",
+    "torch.rand",
+    "torch.empty",
+    "torch.zeros",
+    "torch.ones",
+    "torch.full",
+    "torch.Tensor",
+    "torch.FloatTensor",
+    "torch.tensor_empty",
+}
+PARAM_KINDS = {LINEAR, BILINEAR, MHA, PARAMETER, *EMBEDDINGS, *CONVS}
+
+CROSS_ENTROPY_FUNCS = {"torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss"}
+CROSS_ENTROPY_MODULES = {"torch.nn.CrossEntropyLoss", "torch.nn.NLLLoss"}
+HEAD_NAMES = {"lm_head", "decoder", "output", "head", "classifier", "out", "output_layer", "output_proj"}
+# A size named like a vocabulary or an output dimension: the sizes users should declare when unresolved.
+# (`type_vocab_size` is the 2-row token-type table of BERT-like models, not a vocabulary.)
+VOCAB_LIKE = re.compile(r"(?<!type_)vocab|ntoken|n_tokens|num_tokens|n_vocab", re.I)
+
+MIN_TRAINING_BYTES = 64_000_000  # a parameter group cheaper than this to train is not a finding
+MIN_HEAD_VOCAB = 8192  # a head named lm_head/decoder/... over fewer outputs is not an LM head
+MIN_LOGITS_BYTES = 64_000_000
+
+
+@dataclass
+class ParamGroup:
+    """One parameter-holding constructor: `count` instances of `params_per_instance` parameters."""
+
+    cls: str  # the class that builds it ("" for a free function)
+    attr: str  # the attribute or local name it is assigned to
+    qualname: str  # "torch.nn.Linear"
+    node: ast.Call
+    count: Q
+    params_per_instance: Q
+    total: Q
+    dims: dict[str, Q] = field(default_factory=dict)  # "in"/"out"/"num"/"dim"/... as evaluated
+    func: ast.FunctionDef | None = None
+    info: ClassInfo | None = None
+
+    @property
+    def label(self) -> str:
+        short = self.qualname.replace("torch.nn.", "nn.")
+        return f"{self.attr} = {short}" if self.attr else short
+
+    def size_text(self) -> str:
+        return " x ".join(_show(q) for q in self.dims.values())
+
+
+def _show(q: Q) -> str:
+    return f"{q.value:g}" if q.value is not None and not q.missing else q.text
+
+
+# --- counting --------------------------------------------------------------------------------------
+
+
+def count_parameters(ctx: FileContext) -> list[ParamGroup]:
+    """Every parameter-holding constructor of the file, with sizes evaluated where it is built."""
+    groups = []
+    for func, info in ctx.module.iter_functions():
+        for node in ast.walk(func):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ctx.qualname(node.func)
+            if name not in PARAM_KINDS or _inside_parameter(ctx, node, name):
+                continue
+            group = _group(ctx, node, name, func, info)
+            if group is not None:
+                groups.append(group)
+    return groups
+
+
+def _inside_parameter(ctx: FileContext, node: ast.Call, name: str) -> bool:
+    """An nn.Linear(...).weight wrapped again in nn.Parameter is counted once, as the Linear."""
+    parent = ctx.module.parent(node)
+    return name == PARAMETER and isinstance(parent, ast.Call) and ctx.qualname(parent.func) == PARAMETER
+
+
+def _group(ctx: FileContext, node: ast.Call, name: str, func, info) -> ParamGroup | None:
+    scope = Scope(func, info)
+    dims, params = _params_of(ctx, node, name, scope)
+    if params is None:
+        return None
+    attr, count_exprs = _owner(ctx, node, func, info)
+    count = product(ctx.evaluator.eval(expr, scope) for expr in count_exprs)
+    return ParamGroup(
+        info.name if info else "",
+        attr,
+        name,
+        node,
+        count,
+        params,
+        count * params,
+        dims,
+        func,
+        info,
+    )
+
+
+def _arg(call: ast.Call, index: int, keyword: str) -> ast.expr | None:
+    for kw in call.keywords:
+        if kw.arg == keyword:
+            return kw.value
+    positional = [a for a in call.args if not isinstance(a, ast.Starred)]
+    return positional[index] if index < len(positional) else None
+
+
+def _is_false(expr: ast.expr | None) -> bool:
+    return isinstance(expr, ast.Constant) and expr.value is False
+
+
+def _params_of(ctx: FileContext, call: ast.Call, name: str, scope: Scope) -> tuple[dict[str, Q], Q | None]:
+    """The dims of a constructor and its parameter count (weight + bias) as a Q."""
+    ev = ctx.evaluator
+
+    def arg(index: int, keyword: str) -> Q:
+        expr = _arg(call, index, keyword)
+        return ev.eval(expr, scope) if expr is not None else Q.unknown(keyword)
+
+    if name == LINEAR:
+        dims = {"in": arg(0, "in_features"), "out": arg(1, "out_features")}
+        bias = not _is_false(_arg(call, 2, "bias"))
+        return dims, _with_bias(dims["in"] * dims["out"], dims["out"], bias)
+    if name in EMBEDDINGS:
+        dims = {"num": arg(0, "num_embeddings"), "dim": arg(1, "embedding_dim")}
+        return dims, dims["num"] * dims["dim"]
+    if name == BILINEAR:
+        dims = {"in1": arg(0, "in1_features"), "in2": arg(1, "in2_features"), "out": arg(2, "out_features")}
+        bias = not _is_false(_arg(call, 3, "bias"))
+        return dims, _with_bias(dims["in1"] * dims["in2"] * dims["out"], dims["out"], bias)
+    if name == MHA:
+        embed = arg(0, "embed_dim")
+        bias = not _is_false(_arg(call, 3, "bias"))
+        weights = Q.const(4) * embed * embed
+        return {"E": embed}, _with_bias(weights, Q.const(4) * embed, bias)
+    if name in CONVS:
+        return _conv_params(ctx, call, CONVS[name], scope)
+    if name == PARAMETER and call.args:
+        shape = _tensor_shape(ctx, call.args[0], scope)
+        if shape is None:
+            return {}, None
+        return {f"d{i}": q for i, q in enumerate(shape)}, product(shape)
+    return {}, None
+
+
+def _with_bias(weights: Q, bias_size: Q, bias: bool) -> Q:
+    return weights + bias_size if bias else weights
+
+
+def _conv_params(ctx: FileContext, call: ast.Call, spatial: int, scope: Scope) -> tuple[dict[str, Q], Q]:
+    ev = ctx.evaluator
+    cin = ev.eval(_arg(call, 0, "in_channels"), scope)
+    cout = ev.eval(_arg(call, 1, "out_channels"), scope)
+    kernel_expr = _arg(call, 2, "kernel_size")
+    if isinstance(kernel_expr, (ast.Tuple, ast.List)):
+        kernel = product(ev.eval(e, scope) for e in kernel_expr.elts)
+    else:
+        k = ev.eval(kernel_expr, scope) if kernel_expr is not None else Q.unknown("kernel_size")
+        kernel = product([k] * spatial)
+    groups_expr = _arg(call, 99, "groups")
+    if groups_expr is not None:
+        cin = cin.floordiv(ev.eval(groups_expr, scope))
+    bias = not _is_false(_arg(call, 99, "bias"))
+    dims = {"in": cin, "out": cout, "k": kernel}
+    return dims, _with_bias(cin * cout * kernel, cout, bias)
+
+
+def _tensor_shape(ctx: FileContext, expr: ast.expr, scope: Scope) -> list[Q] | None:
+    """The shape of `torch.randn(a, b)` (also `* 0.02`, `.normal_()`, `torch.zeros((a, b))`, `size=`)."""
+    if isinstance(expr, ast.BinOp):
+        return _tensor_shape(ctx, expr.left, scope) or _tensor_shape(ctx, expr.right, scope)
+    if not isinstance(expr, ast.Call):
+        return None
+    func = expr.func
+    name = ctx.qualname(func)
+    if name not in TENSOR_MAKERS:
+        if isinstance(func, ast.Attribute):  # torch.empty(a, b).normal_(std=0.02)
+            return _tensor_shape(ctx, func.value, scope)
+        return None
+    size_kw = next((kw.value for kw in expr.keywords if kw.arg == "size"), None)
+    args = [size_kw] if size_kw is not None else list(expr.args)
+    if name == "torch.full":
+        args = args[:1]
+    if len(args) == 1 and isinstance(args[0], (ast.Tuple, ast.List)):
+        args = list(args[0].elts)
+    if not args or any(isinstance(a, ast.Starred) for a in args):
+        return None
+    return [ctx.evaluator.eval(a, scope) for a in args]
+
+
+def _owner(ctx: FileContext, node: ast.Call, func, info) -> tuple[str, list[ast.expr]]:
+    """The attribute a constructor is assigned to and its multiplicity (ModuleList comprehensions, loops)."""
+    if info is not None:
+        for attr, sub in info.submodules.items():
+            if sub.call is node:
+                return attr, list(sub.count)
+    counts: list[ast.expr] = []
+    attr = ""
+    current: ast.AST | None = node
+    while current is not None and current is not func:
+        parent = ctx.module.parent(current)
+        if isinstance(parent, (ast.ListComp, ast.GeneratorExp)) and current is parent.elt:
+            counts.extend(_loop_length(gen.iter) for gen in parent.generators)
+        elif isinstance(parent, ast.For) and current in parent.body:
+            counts.append(_loop_length(parent.iter))
+        elif isinstance(parent, (ast.Assign, ast.AnnAssign)) and not attr:
+            attr = _target_name(parent)
+        current = parent
+    return attr, counts
+
+
+def _loop_length(expr: ast.expr) -> ast.expr:
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id == "range":
+        if len(expr.args) == 1:
+            return expr.args[0]
+        if len(expr.args) == 2:
+            return ast.BinOp(left=expr.args[1], op=ast.Sub(), right=expr.args[0])
+    return ast.Call(func=ast.Name("len", ast.Load()), args=[expr], keywords=[])
+
+
+def _target_name(stmt: ast.Assign | ast.AnnAssign) -> str:
+    target = stmt.targets[0] if isinstance(stmt, ast.Assign) else stmt.target
+    if isinstance(target, ast.Attribute):
+        return target.attr
+    if isinstance(target, ast.Name):
+        return target.id
+    return ""
+
+
+# --- MEM301 ----------------------------------------------------------------------------------------
+
+
+def _size_source(group: ParamGroup) -> str:
+    """The source text of the sizes a group was built with (to judge whether a name is vocabulary-like)."""
+    texts = [ast.unparse(a) for a in group.node.args] + [ast.unparse(k.value) for k in group.node.keywords]
+    return " ".join(texts)
+
+
+def _names_a_vocabulary(group: ParamGroup) -> bool:
+    return bool(VOCAB_LIKE.search(_size_source(group)))
+
+
+def _worth_declaring(group: ParamGroup) -> bool:
+    """An unresolved matrix is reported only when a vocabulary/output-size name sets one of its sides
+    and none of its other sides is known to be small (a [1, num_tokens, 96] position table is not)."""
+    if group.qualname not in (LINEAR, PARAMETER, *EMBEDDINGS) or len(group.dims) < 2:
+        return False
+    if not _names_a_vocabulary(group):
+        return False
+    return not any(q.known and q.value < MIN_HEAD_VOCAB // 32 for q in group.dims.values())
+
+
+@check("MEM301")
+def large_parameter_matrix(ctx: FileContext):
+    opts = ctx.options
+    per_param = costs.training_bytes_per_param(opts.optimizer, opts.precision)
+    yield from _one_per_missing_set(_parameter_findings(ctx, per_param))
+
+
+def _parameter_findings(ctx: FileContext, per_param: int):
+    for group in count_parameters(ctx):
+        total = group.total
+        if total.known:
+            if total.value * per_param < MIN_TRAINING_BYTES:
+                continue
+        else:
+            per_instance = group.params_per_instance
+            big_instance = per_instance.known and per_instance.value * per_param >= MIN_TRAINING_BYTES
+            if not (big_instance or _worth_declaring(group)):
+                continue
+        yield _price_group(ctx, group, per_param)
+
+
+def _price_group(ctx: FileContext, group: ParamGroup, per_param: int):
+    opts = ctx.options
+    roles = [("P", group.params_per_instance)]
+    if group.count.text != "1":
+        roles.insert(0, ("n", group.count))
+    cost = make_cost(1, roles, per_param, "to train (weights + gradients + optimizer state)")
+    cost.formula = f"{cost.formula.removesuffix(' B')} B per parameter"
+    optimizer = f"{opts.optimizer}, {opts.precision}"
+    cost.sizes.append(SizeUse("bytes/param", per_param, optimizer, opts.optimizer_origin))
+    where = f" in {group.cls}" if group.cls else ""
+    if cost.bytes is None:
+        message = f"{group.label}({group.size_text()}){where}: parameter size unresolved"
+        return ctx.finding(
+            group.node, "MEM301", message, cost, notes=[missing_note(cost)], drivers=_drivers(roles)
+        )
+    n_params = int(group.total.value)
+    terms = costs.param_training_terms(n_params, opts.optimizer, opts.precision)
+    weights = costs.human_bytes(terms["weights"])
+    wdtype = "fp32" if terms["weights"] == 4 * n_params else "16-bit"
+    message = (
+        f"{group.label}({group.size_text()}){where}: {costs.human_count(n_params)} parameters, "
+        f"{weights} of {wdtype} weights, {costs.human_bytes(cost.bytes)} to train with {_opt_name(opts)}"
+    )
+    notes = [
+        "terms: "
+        + ", ".join(f"{k} {costs.human_bytes(v)}" for k, v in terms.items() if k != "step temporaries" and v)
+    ]
+    temps = terms["step temporaries"]
+    if temps:
+        notes.append(
+            f"the default foreach optimizer.step() adds {temps // n_params} B/param of temporaries: "
+            f"{costs.human_bytes(cost.bytes + temps)} at the step"
+        )
+    cost.alternatives.extend(_alternatives(group, n_params, opts))
+    return ctx.finding(group.node, "MEM301", message, cost, notes=notes, drivers=_drivers(roles))
+
+
+def _opt_name(opts) -> str:
+    name = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "sgd_momentum": "SGD momentum"}.get(
+        opts.optimizer, opts.optimizer
+    )
+    return f"default {name}" if opts.optimizer_origin.startswith("default") else name
+
+
+def _alternatives(group: ParamGroup, n_params: int, opts) -> list[str]:
+    out = []
+    for opt in ("adam8bit", "sgd"):
+        if opt != opts.optimizer:
+            per = costs.training_bytes_per_param(opt, opts.precision)
+            out.append(f"with {opt}: {costs.human_bytes(n_params * per)}")
+    return out
+
+
+def _drivers(roles: list[tuple[str, Q]]) -> list[str]:
+    return list(dict.fromkeys(u.key for _, q in roles for u in q.uses if u.key))
+
+
+# --- MEM302 ----------------------------------------------------------------------------------------
+
+
+def _head_output(group: ParamGroup) -> Q | None:
+    """The output size of a candidate LM head, or None if the group is no LM head."""
+    if group.qualname != LINEAR:
+        return None
+    out = group.dims["out"]
+    out_text = ast.unparse(_arg(group.node, 1, "out_features") or ast.Constant(0))
+    if VOCAB_LIKE.search(out_text):
+        return None if (out.value is not None and out.value < MIN_HEAD_VOCAB) else out
+    if group.attr in HEAD_NAMES and out.value is not None and out.value >= MIN_HEAD_VOCAB:
+        return out
+    return None
+
+
+def _head_calls(ctx: FileContext, group: ParamGroup):
+    """(call, method) for every place the head is applied: `self.lm_head(x)` or a local `head(x)`."""
+    if group.info is not None:
+        for method in group.info.methods.values():
+            for node in ast.walk(method):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == group.attr
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "self"
+                ):
+                    yield node, method
+    elif group.func is not None and group.attr:
+        for node in ast.walk(group.func):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == group.attr:
+                yield node, group.func
+
+
+def _targets(ctx: FileContext, call: ast.Call) -> set[str]:
+    parent = ctx.module.parent(call)
+    while isinstance(parent, (ast.Call, ast.Attribute, ast.Subscript)):  # self.lm_head(x).float()
+        parent = ctx.module.parent(parent)
+    names = set()
+    if isinstance(parent, ast.Assign):
+        for target in parent.targets:
+            names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    elif isinstance(parent, ast.AnnAssign) and isinstance(parent.target, ast.Name):
+        names.add(parent.target.id)
+    return names
+
+
+def _mentions(expr: ast.AST, call: ast.Call, names: set[str]) -> bool:
+    return any(n is call or (isinstance(n, ast.Name) and n.id in names) for n in ast.walk(expr))
+
+
+def _is_cross_entropy(ctx: FileContext, node: ast.Call, method, info) -> bool:
+    func = node.func
+    name = ctx.qualname(func)
+    if name in CROSS_ENTROPY_FUNCS:
+        return True
+    if isinstance(func, ast.Call):  # nn.CrossEntropyLoss()(logits, y)
+        return ctx.qualname(func.func) in CROSS_ENTROPY_MODULES
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
+        sub = info.submodules.get(func.attr) if info is not None else None
+        return sub is not None and sub.qualname in CROSS_ENTROPY_MODULES
+    if isinstance(func, ast.Name):
+        for stmt in ast.walk(method):
+            if (
+                isinstance(stmt, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == func.id for t in stmt.targets)
+                and isinstance(stmt.value, ast.Call)
+                and ctx.qualname(stmt.value.func) in CROSS_ENTROPY_MODULES
+            ):
+                return True
+    return False
+
+
+def _logits_use(ctx: FileContext, call: ast.Call, method, info) -> str | None:
+    """How the head's output is consumed: 'fed to cross-entropy', 'returned as logits', or None."""
+    names = _targets(ctx, call)
+    for node in ast.walk(method):
+        if (
+            isinstance(node, ast.Call)
+            and node.args
+            and _is_cross_entropy(ctx, node, method, info)
+            and _mentions(node.args[0], call, names)
+        ):
+            return "fed to cross-entropy"
+    for node in ast.walk(method):
+        if isinstance(node, ast.Return) and node.value is not None and _mentions(node.value, call, names):
+            return "returned as logits"
+    return None
+
+
+def _batch_and_tokens(ctx: FileContext, call: ast.Call, method) -> list[tuple[str, Q]]:
+    """B and T from the input's shape at the call site, else from the size table, else unresolved."""
+    shape = ctx.facts(method).shape(call.args[0]) if call.args else None
+    table_b = _declared(ctx, "batch_size", "B")
+    table_t = _declared(ctx, "seq_len", "T")
+    if shape and len(shape) >= 3:
+        b, t = shape[0], shape[-2]
+        return [("B", b if b.known else table_b), ("T", t if t.known else table_t)]
+    if shape and len(shape) == 2 and shape[0].known:
+        return [("B·T", shape[0])]
+    return [("B", table_b), ("T", table_t)]
+
+
+def _declared(ctx: FileContext, key: str, symbol: str) -> Q:
+    """A size from the table, else a dataclass field default of this file named like it, else unresolved."""
+    found = ctx.evaluator.size(key, symbol)
+    if found is not None:
+        return found
+    for info in ctx.module.classes.values():
+        for name, value in info.fields.items():
+            if canonical(name) != key:
+                continue
+            inner = ctx.evaluator.eval(value, Scope())
+            if inner.known:
+                origin = f"{ctx.relpath}:{value.lineno} (default)"
+                return Q(inner.value, symbol, (SizeUse(symbol, inner.value, name, origin),))
+    return Q.unknown(symbol)
+
+
+def _one_per_missing_set(findings):
+    """Unresolved findings that need the same sizes declared are reported once per file, the rest in a note."""
+    first: dict[tuple[str, ...], object] = {}
+    for finding in findings:
+        cost = finding.cost
+        if cost is None or cost.bytes is not None:
+            yield finding
+            continue
+        key = tuple(sorted(cost.missing))
+        if key not in first:
+            first[key] = finding
+            continue
+        head = first[key]
+        if len(head.notes) < 2:
+            head.notes.append("the same sizes also set:")
+        head.notes[-1] += f" line {finding.span.line},"
+    for finding in first.values():
+        if finding.notes[-1].endswith(","):
+            finding.notes[-1] = finding.notes[-1].rstrip(",")
+        yield finding
+
+
+@check("MEM302")
+def lm_head_logits(ctx: FileContext):
+    yield from _one_per_missing_set(_head_findings(ctx))
+
+
+def _head_findings(ctx: FileContext):
+    for group in count_parameters(ctx):
+        vocab = _head_output(group)
+        if vocab is None:
+            continue
+        for call, method in _head_calls(ctx, group):
+            use = _logits_use(ctx, call, method, group.info)
+            if use is None:
+                continue
+            finding = _price_head(ctx, group, vocab, call, method, use)
+            if finding is not None:
+                yield finding
+            break
+
+
+def _price_head(ctx: FileContext, group: ParamGroup, vocab: Q, call: ast.Call, method, use: str):
+    opts = ctx.options
+    roles = [*_batch_and_tokens(ctx, call, method), ("V", vocab)]
+    factor = 3 if opts.training else 2
+    what = "at the training peak" if opts.training else "at the forward peak"
+    cost = make_cost(factor, roles, opts.dtype_bytes, what)
+    if cost.bytes is not None and cost.bytes < MIN_LOGITS_BYTES:
+        return None
+    head = group.label
+    if cost.bytes is None:
+        message = f"{head} projects to V = {_show(vocab)} outputs, {use}: logits size unresolved"
+        return ctx.finding(call, "MEM302", message, cost, notes=[missing_note(cost)], drivers=_drivers(roles))
+    logits = cost.bytes // factor
+    message = (
+        f"{head} produces [{', '.join(_show(q) for _, q in roles)}] logits, {use}: "
+        f"{costs.human_bytes(logits)} of logits, {costs.human_bytes(cost.bytes)} {what} with cross-entropy"
+    )
+    notes = [
+        f"the peak keeps {factor} copies of the logits "
+        f"(logits, cross-entropy's softmax{', and its gradient' if opts.training else ''})"
+    ]
+    for chunks in (8,):
+        cost.alternatives.append(
+            f"cross-entropy over {chunks} chunks of tokens: {costs.human_bytes(cost.bytes / chunks)} "
+            "(the term shrinks in proportion; same loss)"
+        )
+    return ctx.finding(call, "MEM302", message, cost, notes=notes, drivers=_drivers(roles))
