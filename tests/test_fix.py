@@ -190,3 +190,57 @@ def test_unsafe_fixes_are_withheld_without_flag(tmp_path, capsys):
     outcome = fix_report(report, unsafe=False, write=False)
     assert outcome.withheld == 2 and not outcome.changed
     assert sum(fix_report(report, unsafe=True, write=False).applied.values()) == 2
+
+
+CONFIG = """# training setup (seed 000)
+training:
+  batch_size: 8   # per GPU
+  gradient_accumulation_steps: 1
+  lr: 3.0e-4
+graph:
+  use_dynamic_pe: true   # recompute every step
+  semi_dynamic_interval: 1
+"""
+
+
+def test_yaml_scalar_edit_keeps_everything_else():
+    from memlint.fix.config import batch_size_fix
+    from memlint.sources.yaml import load_config
+
+    for newline in ("\n", "\r\n"):
+        text = CONFIG.replace("\n", newline)
+        fix = batch_size_fix(load_config("train.yaml", text), text, "training.batch_size", 3)
+        assert fix is not None and fix.applicability == "unsafe"
+        edits, _, _ = select_fixes([fix], Lines(text, "chars"))
+        fixed = apply_offsets(text, edits)
+        before, after = text.split(newline), fixed.split(newline)
+        changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+        assert changed == [
+            ("  batch_size: 8   # per GPU", "  batch_size: 3   # per GPU"),
+            ("  gradient_accumulation_steps: 1", "  gradient_accumulation_steps: 3"),
+        ]
+
+
+def test_mem501_config_fix_end_to_end(tmp_path, capsys):
+    from memlint.engine import check
+    from memlint.findings import Finding
+    from memlint.fix.apply import fix_report
+
+    target = tmp_path / "train.yaml"
+    target.write_text(CONFIG)
+    report = check([str(target)])
+    budget = Finding(
+        report.files[0],
+        Span(3, 15, 3, 16),
+        "MEM501",
+        "estimated peak 27.0 GB does not fit; training.batch_size <= 6",
+    )
+    report.findings.append(budget)
+    assert not fix_report(report, unsafe=False).changed
+    outcome = fix_report(report, unsafe=True)
+    assert outcome.applied["MEM501"] == 1
+    lines = target.read_text().splitlines()
+    assert lines[2] == "  batch_size: 6   # per GPU" and lines[3] == "  gradient_accumulation_steps: 2"
+    assert [x for i, x in enumerate(lines) if i not in (2, 3)] == [
+        x for i, x in enumerate(CONFIG.splitlines()) if i not in (2, 3)
+    ]

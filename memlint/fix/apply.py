@@ -32,6 +32,7 @@ def fix_report(report, *, unsafe: bool = False, write: bool = True) -> FixOutcom
     """Fix every file of `report` that has applicable fixes; `write=False` only computes the new texts."""
     outcome = FixOutcome()
     by_path: dict[str, list] = {}
+    _attach_config_fixes(report)
     for finding in report.findings:
         if finding.fix is None or not finding.fix.edits:
             continue
@@ -88,6 +89,19 @@ def _fix_file(relpath, findings, report, reanalyse, unsafe, write, outcome) -> N
             return
     outcome.changed[relpath] = (before, text)
     outcome.applied.update(applied)
+
+
+def _attach_config_fixes(report) -> None:
+    """YAML findings (MEM501) get their config fix here, from the file's current text."""
+    from memlint.fix.config import config_fix
+
+    for finding in report.findings:
+        if finding.fix is None and finding.code == "MEM501" and finding.path.endswith((".yaml", ".yml")):
+            try:
+                text = _path(finding.path, report.settings.root).read_bytes().decode("utf-8-sig")
+            except (OSError, UnicodeDecodeError):
+                continue
+            finding.fix = config_fix(finding, finding.path, text)
 
 
 def _applicable(finding, unsafe: bool) -> bool:
