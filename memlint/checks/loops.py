@@ -393,7 +393,9 @@ def _hot_place(ctx: FileContext, node: ast.AST) -> str | None:
     while parent is not None:
         if isinstance(parent, ast.ExceptHandler):
             return None
-        if isinstance(parent, (ast.For, ast.AsyncFor, ast.While)):
+        if isinstance(
+            parent, (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.GeneratorExp, ast.SetComp)
+        ):
             return "inside a loop"
         if isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef)):
             return "inside forward()" if parent.name == "forward" else None
