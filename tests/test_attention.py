@@ -336,3 +336,26 @@ def test_mha_cli_json_and_local_module(tmp_path, capsys):
     (item,) = json.loads(capsys.readouterr().out)
     assert item["code"] == "MEM202" and item["location"]["row"] == 7
     assert item["cost"]["bytes"] == costs.mha_need_weights_extra_bytes(2, 4, 4096, 4096, 4, True)
+
+
+def test_attention_built_in_a_container_without_a_found_use(tmp_path):
+    source = (
+        PRENORM_ATTENTION
+        + """
+
+class Decoder(nn.Module):
+    def __init__(self, depth=4):
+        super().__init__()
+        self.blocks = nn.ModuleList([
+            nn.Sequential(nn.Linear(64, 512), PreNorm(512, Attention(512, heads=8))) for _ in range(depth)
+        ])
+
+    def forward(self, x):
+        return self.blocks[0](x)
+"""
+    )
+    write(tmp_path, source)
+    (found,) = findings(tmp_path, "MEM203", num_queries=1024, batch_size=8)
+    assert found.cost.bytes == 4 * costs.eager_attention_bytes(8, 8, 1024, 1024, 4)
+    assert "4 uses" in found.message and any("no call of it was found" in n for n in found.notes)
+    assert findings(tmp_path, "MEM203") == []  # no token count anywhere: nothing to price, nothing said

@@ -325,7 +325,7 @@ def attention_classes(ctx: FileContext) -> dict[str, str]:
             continue
         if any(word in name.lower() for word in NOT_SELF_ATTENTION_WORDS):
             continue
-        if _has_eager_pattern(ctx, info):
+        if "softmax" in source.lower() and _has_eager_pattern(ctx, info):
             found[name] = "eager"
         elif _attention_by_name(name) and "forward" in info.methods:
             found[name] = "name"
