@@ -30,6 +30,7 @@ def run(args, report, recheck, render) -> int:
                     f"b/{relpath}",
                 )
             )
+        sys.stdout.flush()
         print(summary(outcome, would=True), file=sys.stderr)
         return 1 if outcome.changed else 0
     if args.fix_only:
