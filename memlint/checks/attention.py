@@ -297,7 +297,22 @@ FUSED_MARKERS = (
     "ALL_ATTENTION_FUNCTIONS",
     "xformers",
 )
-NOT_QUADRATIC_WORDS = ("linear", "flash", "efficient", "performer", "window", "local", "axial", "sparse")
+# Names of attention that keeps no N x N map, or of modules around attention that are not it.
+NOT_QUADRATIC_WORDS = (
+    "linear",
+    "flash",
+    "efficient",
+    "performer",
+    "window",
+    "local",
+    "axial",
+    "sparse",
+    "neighborhood",
+    "additive",
+    "projection",
+    "output",
+    "pool",
+)
 # Attention whose queries are not its tokens: cross-attention, class-token attention (CaiT, VOLO:
 # one query), cross-covariance attention (XCiT, EdgeNeXt: a channels x channels map).
 NOT_SELF_ATTENTION_WORDS = ("cross", "classattn", "classattention", "covariance", "xca")
@@ -308,8 +323,7 @@ RESHAPES = {"view", "reshape", "flatten", "rearrange", "unflatten"}
 
 def _attention_by_name(name: str) -> bool:
     low = name.lower()
-    named = "attention" in low or "selfattn" in low or low.endswith("attn")
-    return named and not any(word in low for word in NOT_QUADRATIC_WORDS)
+    return "attention" in low or "selfattn" in low or low.endswith("attn")
 
 
 def attention_classes(ctx: FileContext) -> dict[str, str]:
@@ -323,7 +337,7 @@ def attention_classes(ctx: FileContext) -> dict[str, str]:
         source = ast.get_source_segment(ctx.module.text, info.node) or ""
         if any(marker in source for marker in FUSED_MARKERS):
             continue
-        if any(word in name.lower() for word in NOT_SELF_ATTENTION_WORDS):
+        if any(word in name.lower() for word in (*NOT_SELF_ATTENTION_WORDS, *NOT_QUADRATIC_WORDS)):
             continue
         if "softmax" in source.lower() and _has_eager_pattern(ctx, info):
             found[name] = "eager"
