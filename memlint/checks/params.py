@@ -332,7 +332,7 @@ def _price_group(ctx: FileContext, group: ParamGroup, per_param: int):
             f"the default foreach optimizer.step() adds {temps // n_params} B/param of temporaries: "
             f"{costs.human_bytes(cost.bytes + temps)} at the step"
         )
-    cost.alternatives.extend(_alternatives(group, n_params, opts))
+    cost.alternatives.extend(_alternatives(n_params, opts))
     return ctx.finding(group.node, "MEM301", message, cost, notes=notes, drivers=_drivers(roles))
 
 
@@ -343,11 +343,12 @@ def _opt_name(opts) -> str:
     return f"default {name}" if opts.optimizer_origin.startswith("default") else name
 
 
-def _alternatives(group: ParamGroup, n_params: int, opts) -> list[str]:
+def _alternatives(n_params: int, opts) -> list[str]:
+    current = costs.training_bytes_per_param(opts.optimizer, opts.precision)
     out = []
     for opt in ("adam8bit", "sgd"):
-        if opt != opts.optimizer:
-            per = costs.training_bytes_per_param(opt, opts.precision)
+        per = costs.training_bytes_per_param(opt, opts.precision)
+        if per < current:
             out.append(f"with {opt}: {costs.human_bytes(n_params * per)}")
     return out
 
