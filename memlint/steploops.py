@@ -143,13 +143,30 @@ def step_loop(facts, target: ast.AST, iterable: ast.AST, node: ast.AST) -> StepL
     names = words(re.sub(r"\blen\(", "(", bound_text)) | {
         w for use in extent.uses for w in words(f"{use.symbol} {use.key}")
     }
-    if names & NOT_STEP_WORDS:
+    if (names | words(var)) & NOT_STEP_WORDS or _indexes_submodules(node, var):
         return None
     tensor_axis = _is_tensor_axis(bound)
     if not (names & STEP_WORDS or var in STEP_VARS or tensor_axis):
         return None
     loop = StepLoop(node, var, steps, extent, chunk, bound_text)
     return None if loop.small else loop
+
+
+def _indexes_submodules(node: ast.AST, var: str) -> bool:
+    """`self.mlps[i](...)` in the body: the loop walks a list of modules (layers, heads), not steps."""
+    body = node.body if isinstance(node, ast.For) else []
+    for stmt in body:
+        for sub in ast.walk(stmt):
+            if (
+                isinstance(sub, ast.Subscript)
+                and isinstance(sub.slice, ast.Name)
+                and sub.slice.id == var
+                and isinstance(sub.value, ast.Attribute)
+                and isinstance(sub.value.value, ast.Name)
+                and sub.value.value.id == "self"
+            ):
+                return True
+    return False
 
 
 def _range_steps(facts, iterable: ast.AST):

@@ -81,6 +81,8 @@ def loop_accumulation(ctx: FileContext):
             continue
         facts = ctx.facts(func, info)
         for append, target, value in _appends(func, stacks):
+            if stacks[target].lineno < append.lineno and _same_block_order(ctx, append, stacks[target]):
+                continue  # stacked before the loop that appends: a different list's life
             yield from _price_append(ctx, facts, append, value, stacks[target])
         for comp, stack in _stacked_comprehensions(ctx, func):
             loop = step_loop(facts, comp.generators[0].target, comp.generators[0].iter, comp.generators[0])
@@ -103,6 +105,16 @@ def _stacked_lists(ctx: FileContext, func: ast.FunctionDef) -> dict[str, ast.Cal
             if isinstance(seq, ast.Name):
                 found.setdefault(seq.id, node)
     return found
+
+
+def _same_block_order(ctx: FileContext, append: ast.AST, stack: ast.Call) -> bool:
+    """Is the stack call outside every loop that contains the append (so it ran before the appends)?"""
+    parent = ctx.module.parent(append)
+    while parent is not None and not isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        if isinstance(parent, (ast.For, ast.While)) and parent.lineno <= stack.lineno <= parent.end_lineno:
+            return False
+        parent = ctx.module.parent(parent)
+    return True
 
 
 def _appends(func: ast.FunctionDef, stacks: dict[str, ast.Call]):
