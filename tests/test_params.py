@@ -321,3 +321,45 @@ def test_mem301_step_note_matches_the_measured_foreach_adam_peak(tmp_path):
     optimizer = torch.optim.Adam(layer.parameters(), foreach=True)  # CUDA's default implementation
     peak = measure_training_step(layer, optimizer, torch.randn(2, 2048)).peak_bytes
     assert abs(noted - peak) / peak < 0.10
+
+
+def test_a_head_without_a_token_axis_is_an_image_classifier(tmp_path):
+    source = """
+    from torch import nn
+
+    class ViT(nn.Module):
+        def __init__(self, dim=768, num_classes=21843):
+            super().__init__()
+            self.head = nn.Linear(dim, num_classes)
+
+        def forward(self, x):
+            x = x.mean(1)
+            return self.head(x)
+
+    class Tagger(nn.Module):
+        def __init__(self, dim=768, num_classes=21843):
+            super().__init__()
+            self.head = nn.Linear(dim, num_classes)
+
+        def forward(self, x):
+            B, T, C = x.shape
+            return self.head(x.view(B, T, C))
+    """
+    report = run(tmp_path, {"m.py": source}, dims={"B": 8, "T": 1024})
+    (head,) = by_code(report, "MEM302")
+    assert head.span.line == 20 and head.cost.bytes == 3 * 8 * 1024 * 21843 * 4
+
+
+def test_layers_appended_in_a_loop_are_multiplied(tmp_path):
+    source = """
+    from torch import nn
+
+    class Stack(nn.Module):
+        def __init__(self, d_model=4096, n_layers=8):
+            super().__init__()
+            self.layers = nn.ModuleList()
+            for _ in range(n_layers):
+                self.layers.append(nn.Linear(d_model, d_model))
+    """
+    layers = find(run(tmp_path, {"m.py": source}), "MEM301", "layers")
+    assert layers.cost.bytes == 8 * (4096 * 4096 + 4096) * 16

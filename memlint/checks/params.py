@@ -233,8 +233,18 @@ def _owner(ctx: FileContext, node: ast.Call, func, info) -> tuple[str, list[ast.
             counts.append(_loop_length(parent.iter))
         elif isinstance(parent, (ast.Assign, ast.AnnAssign)) and not attr:
             attr = _target_name(parent)
+        elif _is_append(parent) and not attr:  # self.layers.append(nn.Linear(...)) in a loop
+            attr = parent.func.value.attr if isinstance(parent.func.value, ast.Attribute) else ""
         current = parent
     return attr, counts
+
+
+def _is_append(node: ast.AST | None) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("append", "add_module", "extend")
+    )
 
 
 def _loop_length(expr: ast.expr) -> ast.expr:
@@ -448,6 +458,16 @@ def _logits_use(ctx: FileContext, call: ast.Call, method, info) -> str | None:
     return None
 
 
+def _has_tokens(ctx: FileContext, group: ParamGroup, call: ast.Call, method) -> bool:
+    """A head named only `head`/`classifier`/... is an LM head when its input has a token axis [B, T, d];
+    one with a vocabulary-named output, or called lm_head, is taken to have one."""
+    out_text = ast.unparse(_arg(group.node, 1, "out_features") or ast.Constant(0))
+    if VOCAB_LIKE.search(out_text) or group.attr == "lm_head":
+        return True
+    shape = ctx.facts(method).shape(call.args[0]) if call.args else None
+    return shape is not None and len(shape) >= 3
+
+
 def _batch_and_tokens(ctx: FileContext, call: ast.Call, method) -> list[tuple[str, Q]]:
     """B and T from the input's shape at the call site, else from the size table, else unresolved."""
     shape = ctx.facts(method).shape(call.args[0]) if call.args else None
@@ -511,7 +531,7 @@ def _head_findings(ctx: FileContext):
             continue
         for call, method in _head_calls(ctx, group):
             use = _logits_use(ctx, call, method, group.info)
-            if use is None:
+            if use is None or not _has_tokens(ctx, group, call, method):
                 continue
             finding = _price_head(ctx, group, vocab, call, method, use)
             if finding is not None:
