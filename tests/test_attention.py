@@ -359,3 +359,38 @@ class Decoder(nn.Module):
     assert found.cost.bytes == 4 * costs.eager_attention_bytes(8, 8, 1024, 1024, 4)
     assert "4 uses" in found.message and any("no call of it was found" in n for n in found.notes)
     assert findings(tmp_path, "MEM203") == []  # no token count anywhere: nothing to price, nothing said
+
+
+def test_tokens_followed_into_the_module_when_it_reshapes_them_itself(tmp_path):
+    source = """
+    import torch
+    from torch import nn
+
+    class JointAttention(nn.Module):
+        def __init__(self, d_model, num_heads=8):
+            super().__init__()
+            self.num_heads = num_heads
+            self.qkv = nn.Linear(d_model, 3 * d_model)
+
+        def forward(self, x):
+            B, T, N, D = x.shape
+            tokens = x.reshape(B, T * N, D)
+            q, k, v = self.qkv(tokens).chunk(3, dim=-1)
+            q = q.view(B, T * N, self.num_heads, D // self.num_heads).transpose(1, 2)
+            k = k.view(B, T * N, self.num_heads, D // self.num_heads).transpose(1, 2)
+            return torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+
+    class Model(nn.Module):
+        def __init__(self, d_model=128):
+            super().__init__()
+            self.encoder = JointAttention(d_model, num_heads=4)
+
+        def forward(self, x):
+            B, seq_len, num_nodes, D = x.shape
+            return self.encoder(x)
+    """
+    write(tmp_path, source, "data:\n  seq_len: 250\n  num_queries: 1024\ngraph:\n  num_nodes: 13\n")
+    (found,) = findings(tmp_path, "MEM203", batch_size=16)
+    assert "3,250 tokens" in found.message  # T·N inside the module, not the table's num_queries
+    assert found.cost.bytes == costs.eager_attention_bytes(16, 4, 3250, 3250, 4)
+    assert any("followed into the module" in note for note in found.notes)

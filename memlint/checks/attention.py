@@ -825,7 +825,13 @@ def _self_attention_finding(ctx: FileContext, use: Use, facts: FunctionFacts, ea
         query = next((kw.value for kw in call.keywords if kw.arg in ("x", "hidden_states", "query")), None)
     if query is None or _is_cross_attention(call, query):
         return None
-    b, n, source = _resolve_tokens(ctx, facts.shape(query), computed=reshaped_here(query, facts))
+    shape = facts.shape(query)
+    inside = _tokens_inside(ctx, use.ctor, shape)
+    if inside is not None:
+        b, _, _ = _resolve_tokens(ctx, shape)
+        n, source = _as("N", inside), "the input's shape, followed into the module's scores"
+    else:
+        b, n, source = _resolve_tokens(ctx, shape, computed=reshaped_here(query, facts))
     if small(n, ctx.options.min_tokens):
         return None
     kind = eager.get(ctx.qualname(use.ctor.func), "name")
@@ -838,6 +844,31 @@ def _self_attention_finding(ctx: FileContext, use: Use, facts: FunctionFacts, ea
     notes = [] if kind == "eager" else [f"{name} is priced as eager softmax attention from its name"]
     node = call if use.direct else use.ctor
     return _priced_self_attention(ctx, use, b, heads, n, source, dropout, name, count, notes, node)
+
+
+def _tokens_inside(ctx: FileContext, ctor: ast.Call, shape) -> Q | None:
+    """Follow the call's input shape into the module's own forward to its score matrix: the query count
+    there (`B, T, N, D = x.shape; x.reshape(B, T * N, D)` gives T·N) is the module's real token count."""
+    info = ctx.module.classes.get(ctx.qualname(ctor.func))
+    forward = info.methods.get("forward") if info is not None else None
+    if shape is None or forward is None:
+        return None
+    params = [a.arg for a in forward.args.posonlyargs + forward.args.args][1:]
+    if not params:
+        return None
+    facts = FunctionFacts(ctx.module, forward, info, ctx.evaluator)
+    facts.scope = Scope(forward, info, {}, facts._shape_now)
+    facts._current[params[0]] = list(shape)
+    facts._block(forward.body)
+    for node in ast.walk(forward):
+        scores = softmax_input(ctx, node, facts)
+        matmul = trace_to_matmul(ctx, scores, facts) if scores is not None else None
+        if matmul is None:
+            continue
+        found = facts.shape(node) or facts.shape(matmul)
+        if found is not None and len(found) >= 3 and (found[-2].known or found[-2].uses or found[-2].missing):
+            return found[-2]
+    return None
 
 
 def _is_cross_attention(call: ast.Call, query: ast.AST) -> bool:
