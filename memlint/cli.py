@@ -13,7 +13,7 @@ from pathlib import Path
 
 from memlint import __version__
 
-SUBCOMMANDS = ("check", "rule", "gpus")
+SUBCOMMANDS = ("check", "rule", "gpus", "clean")
 
 
 class UsageError(Exception):
@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--unsafe-fixes", action="store_true", help="with --fix/--diff: also unsafe fixes")
     check.add_argument("--diff", action="store_true", help="print the fixes as a diff; change nothing")
     check.add_argument("--fix-only", action="store_true", help="apply fixes; do not report what is left")
+    check.add_argument(
+        "--jobs", "-j", type=int, metavar="N", help="processes (default: one per core; 1: none)"
+    )
+    check.add_argument("--no-cache", action="store_true", help="neither read nor write the findings cache")
+    check.add_argument(
+        "--cache-dir", metavar="DIR", help="cache folder (default: .memlint_cache in the root)"
+    )
 
     rule = sub.add_parser("rule", help="show a rule's documentation", description="Explain a rule.")
     rule.add_argument("code", nargs="?", help="a rule code such as MEM201")
@@ -82,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     rule.add_argument("--output-format", choices=("text", "json"), default="text")
 
     sub.add_parser("gpus", help="list the GPU catalogue with usable memory")
+    clean = sub.add_parser("clean", help="remove the findings cache (.memlint_cache)")
+    clean.add_argument("--cache-dir", metavar="DIR", help="the cache folder, if not the default")
+    clean.add_argument("--config", metavar="FILE", help="settings file (pyproject.toml or .memlint.yaml)")
     return parser
 
 
@@ -96,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_rule(args)
         if args.command == "gpus":
             return run_gpus()
+        if args.command == "clean":
+            return run_clean(args)
         return run_check(args)
     except UsageError as exc:
         print(f"memlint: error: {exc}", file=sys.stderr)
@@ -138,6 +150,9 @@ def run_check(args) -> int:
             "show_info": args.show_info,
             "optimizer": args.optimizer,
             "precision": args.precision,
+            "jobs": args.jobs,
+            "cache_dir": args.cache_dir,
+            "cache": False if args.no_cache else (True if settings.cache is None else None),
         }
         settings = settings.with_overrides(**overrides)
         if args.show_settings or args.show_files:
@@ -274,4 +289,17 @@ def run_gpus() -> int:
             f"{card.name:<20} {human_bytes(card.total_bytes):>10} {human_bytes(card.usable_bytes):>10}  "
             f"{card.sm or '?':>5}  {'yes' if card.bf16 else 'no'}"
         )
+    return 0
+
+
+def run_clean(args) -> int:
+    from memlint.cache import cache_root, clean
+    from memlint.settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings(None, args.config).with_overrides(cache_dir=args.cache_dir)
+        removed = clean(cache_root(settings))
+    except (ConfigError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"memlint: {'removed' if removed else 'no cache at'} {cache_root(settings)}")
     return 0

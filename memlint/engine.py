@@ -16,7 +16,7 @@ from memlint.fix import attach_fixes
 from memlint.gpus import Gpu, find_gpu
 from memlint.parallel import analyse_files
 from memlint.settings import ConfigError, Settings
-from memlint.sizes import SizeTable
+from memlint.sizes import SizeTable, invalid_sizes
 from memlint.sources.python import parse_python
 from memlint.sources.yaml import ConfigFile, load_config
 
@@ -70,6 +70,10 @@ def check(
         findings.extend(
             Finding(source.relpath, Span(p.line, p.col, p.line, p.col + 1), p.code, p.message)
             for p in config.problems
+        )
+        findings.extend(
+            Finding(source.relpath, Span(line, col, line, col + 1), "MEM907", message)
+            for _key, line, col, message in invalid_sizes(config)
         )
 
     python_files = [f for f in files if f.kind == "python"]
@@ -160,7 +164,7 @@ def analyse_python(
             )
         ]
     except (ValueError, RecursionError, MemoryError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc) or "out of memory"
         return [
             Finding(source.relpath, Span(1, 1, 1, 2), "MEM902", f"cannot parse: {reason}", severity="error")
         ]

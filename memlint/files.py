@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 import tokenize
 from dataclasses import dataclass
 from io import BytesIO
@@ -135,7 +136,9 @@ def _walk(directory: Path, root: Path, exclude, found, problems, seen: set) -> N
         if kind is None or excluded(rel, exclude):
             continue
         if entry.is_symlink() and not path.exists():
-            problems.append(Unreadable(rel, "MEM901", "broken symbolic link"))
+            problems.append(
+                Unreadable(f"{relative(path.parent, root)}/{path.name}", "MEM901", "broken symbolic link")
+            )
             continue
         key = str(path.resolve())
         found.setdefault(key, SourceFile(path, rel, kind))
@@ -144,7 +147,10 @@ def _walk(directory: Path, root: Path, exclude, found, problems, seen: set) -> N
 def read_text(source: SourceFile, max_size: int) -> tuple[str | None, Unreadable | None]:
     """The file's text, decoded as Python or YAML would decode it, or why it could not be read."""
     try:
-        size = source.path.stat().st_size
+        info = source.path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            return None, Unreadable(source.relpath, "MEM901", "not a regular file (FIFO, socket or device)")
+        size = info.st_size
         if size > max_size:
             return None, Unreadable(
                 source.relpath,
