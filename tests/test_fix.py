@@ -252,3 +252,15 @@ def test_unsafe_fix_needs_the_flag(tmp_path, capsys):
     main([str(target), "--fix-only", "--dim", "B=8", "--dim", "T=960", "--dim", "N=19", "--no-config"])
     assert target.read_bytes() == before
     assert "1 unsafe fix withheld" in capsys.readouterr().out
+
+
+def test_sdpa_reuses_the_torch_nn_alias(tmp_path, capsys):
+    target = tmp_path / "alias.py"
+    target.write_text(
+        "import torch\nfrom torch import nn\n\n\ndef attend(q, k, v):\n"
+        "    s = q @ k.transpose(-2, -1)\n    return s.softmax(dim=-1) @ v\n"
+    )
+    main([str(target), "--fix-only", *DIMS])
+    assert target.read_text().endswith(
+        "def attend(q, k, v):\n    return nn.functional.scaled_dot_product_attention(q, k, v, scale=1.0)\n"
+    )

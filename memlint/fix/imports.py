@@ -17,6 +17,9 @@ def functional_name(module, text: str, attr: str) -> tuple[str, tuple[Edit, ...]
             return f"{alias}.{attr}", ()
         if target == f"{FUNCTIONAL}.{attr}":
             return alias, ()
+    for alias, target in sorted(module.imports.items()):
+        if target == "torch.nn" and not _bound(module, alias):
+            return f"{alias}.functional.{attr}", ()
     if "F" not in module.imports and not _bound(module, "F"):
         return f"F.{attr}", (_import_edit(module, text, "import torch.nn.functional as F"),)
     if module.imports.get("torch") == "torch" and not _bound(module, "torch"):
