@@ -297,7 +297,7 @@ def _named_gpu(name: str, origin: str) -> Gpu:
 
 def run_options(settings: Settings, table: SizeTable) -> RunOptions:
     options = RunOptions(training=settings.training)
-    optimizer, origin = settings.optimizer, settings.source if settings.optimizer else ""
+    optimizer, origin = settings.optimizer, (settings.source or "--optimizer") if settings.optimizer else ""
     if not optimizer:
         for key in (
             "optimizer",

@@ -363,3 +363,12 @@ def test_layers_appended_in_a_loop_are_multiplied(tmp_path):
     """
     layers = find(run(tmp_path, {"m.py": source}), "MEM301", "layers")
     assert layers.cost.bytes == 8 * (4096 * 4096 + 4096) * 16
+
+
+def test_optimizer_from_the_command_line_is_named_as_its_origin(tmp_path, capsys):
+    (tmp_path / "brain.py").write_text(SEED_004, encoding="utf-8")
+    args = [str(tmp_path), "--no-config", "--select", "MEM301", "--gpu", "GTX 1650", "--optimizer", "sgd"]
+    main([*args, "--output-format", "full"])
+    out = capsys.readouterr().out
+    assert "8.39 GB to train with SGD" in out  # 32768 x 32000 (+ bias) x 8 B
+    assert "bytes/param = sgd, fp32 = 8 (--optimizer)" in out
