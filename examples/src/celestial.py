@@ -36,7 +36,7 @@ class CelestialGraphCombiner(nn.Module):
 
     def forward(self, astronomical_edges, learned_edges, attention_edges, enc_out):
         # edges: [B, seq_len, N, N], enc_out: [B, seq_len, d_model]
-        seq_len = astronomical_edges.size(1)
+        B, seq_len, N, _ = astronomical_edges.shape
         combined_edges_over_time = []
         for t in range(seq_len):
             astro_t = astronomical_edges[:, t, :, :]

@@ -53,10 +53,10 @@ class DynamicPEGNN(nn.Module):
         pe = eigvecs[..., 1 : self.pe_dim + 1]  # skip the trivial eigenvector
         return pe.reshape(B, T, N, self.pe_dim)
 
-    def _compute_dynamic_pe_stepwise(self, adj):
-        # earlier version, kept for debugging: one eigh call per timestep
+    def _compute_dynamic_pe_stepwise(self, adj):  # earlier version: one eigh call per timestep
+        B, T, N, _ = adj.shape
         pes = []
-        for t in range(adj.size(1)):
+        for t in range(T):
             _, eigvecs = torch.linalg.eigh(self._laplacian(adj[:, t]))
             pes.append(eigvecs[..., 1 : self.pe_dim + 1])
         return torch.stack(pes, dim=1)
