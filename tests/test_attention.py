@@ -110,8 +110,10 @@ def test_seed_003_decoder_is_priced_per_use_from_the_config(tmp_path):
     found = findings(tmp_path, "MEM203")
     assert len(found) == 3  # bandwidth (x2), modulation (x layer_num = 2), hidden value (x1); not cross
     one_use = costs.eager_attention_bytes(64, 8, 1024, 1024, 4, training=True)
-    assert sorted(f.cost.bytes for f in found) == [one_use, 2 * one_use, 2 * one_use]
+    two_uses = costs.score_tensor_bytes(64, 8, 1024, 1024, 4) * (2 * 1 + 2)  # each keeps 1·S, one peaks
+    assert sorted(f.cost.bytes for f in found) == [one_use, two_uses, two_uses]
     assert round(one_use / 1e9, 2) == 6.44  # COSTMODEL: 6.4-7.0 GB per layer at the training peak
+    assert round(two_uses / 1e9, 2) == 8.59  # examples/EXPECTED.md: (2 + 2)·S for the two decoder blocks
     first = min(found, key=lambda f: f.span.line)
     assert "Attention" in first.message and "1,024 tokens" in first.message and "2 uses" in first.message
     n = sizes(first)["N"]
@@ -279,7 +281,8 @@ def test_mha_calls_without_need_weights_false(tmp_path):
     assert found[18].notes[0].startswith("weights unused: need_weights=False is safe")
     assert found[19].notes[0].startswith("weights unused")
     assert found[21].cost.bytes == costs.mha_need_weights_extra_bytes(4, 4, 1024, 1024, 4, True)
-    assert found[23].cost.bytes == 3 * extra and "3 uses" in found[23].message
+    stacked = extra + 2 * costs.score_tensor_bytes(4, 8, 1024, 1024, 4)  # 2 more layers keep 1·S each
+    assert found[23].cost.bytes == stacked and "3 uses" in found[23].message
     assert found[27].notes[0].startswith("weights used")
     assert found[27].cost.missing == ["Nk"]  # cross-attention to memory of unknown length
 
@@ -356,7 +359,7 @@ class Decoder(nn.Module):
     )
     write(tmp_path, source)
     (found,) = findings(tmp_path, "MEM203", num_queries=1024, batch_size=8)
-    assert found.cost.bytes == 4 * costs.eager_attention_bytes(8, 8, 1024, 1024, 4)
+    assert found.cost.bytes == (4 + 2) * costs.score_tensor_bytes(8, 8, 1024, 1024, 4)
     assert "4 uses" in found.message and any("no call of it was found" in n for n in found.notes)
     assert findings(tmp_path, "MEM203") == []  # no token count anywhere: nothing to price, nothing said
 

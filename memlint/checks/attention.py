@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 
 from memlint import cost as costs
-from memlint.checks import FileContext, check, make_cost, missing_note
+from memlint.checks import FileContext, check, make_cost, missing_note, size_use
 from memlint.findings import SizeUse
 from memlint.shapes import FunctionFacts
 from memlint.symbolic import Q, Scope, product
@@ -316,6 +316,10 @@ NOT_QUADRATIC_WORDS = (
 # Attention whose queries are not its tokens: cross-attention, class-token attention (CaiT, VOLO:
 # one query), cross-covariance attention (XCiT, EdgeNeXt: a channels x channels map).
 NOT_SELF_ATTENTION_WORDS = ("cross", "classattn", "classattention", "covariance", "xca")
+# Multiples of one score tensor each eager attention keeps for backward (COSTMODEL 'Attention': the softmax
+# output; with dropout also the mask and the dropped weights). Training peak of L layers in one graph:
+# L x saved + (peak factor - saved).
+SAVED_FOR_BACKWARD = {False: 1.0, True: 2.25}
 TOKEN_SIZES = ("num_queries", "seq_len")
 CONTAINER_NAMES = {"torch.nn.ModuleList", "torch.nn.Sequential", "torch.nn.ModuleDict"}
 RESHAPES = {"view", "reshape", "flatten", "rearrange", "unflatten"}
@@ -791,10 +795,17 @@ def _mha_cost(ctx: FileContext, count: Q, b: Q, h: Q, nq: Q, nk: Q, dropout: boo
     factor = costs.eager_attention_factor(opts.training, dropout)
     what = "at the training peak" if opts.training else "at the forward peak"
     roles = [("B", b), ("H", h), ("Nq", nq), ("Nk", nk)]
-    if _counts(count):
-        roles = [("uses", count), *roles]
+    stacked = opts.training and _counts(count)
+    saved = SAVED_FOR_BACKWARD[dropout]
     extra = f" + B·Nq·Nk·{opts.dtype_bytes} B (the returned weights)" if kept else ""
-    cost = make_cost(factor, roles, opts.dtype_bytes, what, extra=extra)
+    if stacked and count.known:
+        cost = make_cost(count.value * saved + factor - saved, roles, opts.dtype_bytes, what, extra=extra)
+        cost.formula = f"({saved:g} x uses + {factor - saved:g}) x " + cost.formula.split(" x ", 1)[1]
+        cost.sizes.insert(0, size_use("uses", count))
+    else:
+        cost = make_cost(
+            factor, [("uses", count), *roles] if stacked else roles, opts.dtype_bytes, what, extra=extra
+        )
     cost.alternatives.append("need_weights=False: the fused SDPA path keeps no N² term on CUDA")
     if cost.bytes is None:
         return cost
@@ -806,11 +817,14 @@ def _mha_cost(ctx: FileContext, count: Q, b: Q, h: Q, nq: Q, nk: Q, dropout: boo
     else:
         total = costs.eager_attention_bytes(*sizes, opts.dtype_bytes, training=opts.training, dropout=dropout)
         total += costs.mha_weights_bytes(sizes[0], sizes[2], sizes[3], opts.dtype_bytes) if kept else 0
-    numbers = "·".join(str(v) for v in ([uses] if _counts(count) else []) + sizes)
+    one = costs.score_tensor_bytes(*sizes, opts.dtype_bytes)
+    # each further layer in the graph keeps its saved tensors; only one is at its transient peak
+    cost.bytes = int(total + (uses - 1) * saved * one) if opts.training else int(total)
+    coefficient = f"{uses * saved + factor - saved:g}" if opts.training else f"{factor:g}"
+    numbers = "·".join(str(v) for v in sizes)
     weights = f" + {sizes[0]}·{sizes[2]}·{sizes[3]}·{opts.dtype_bytes} B" if kept else ""
-    cost.bytes = int(total) * uses
     cost.substituted = (
-        f"{factor:g} x {numbers}·{opts.dtype_bytes} B{weights} = {costs.human_bytes(cost.bytes)}"
+        f"{coefficient} x {numbers}·{opts.dtype_bytes} B{weights} = {costs.human_bytes(cost.bytes)}"
     )
     return cost
 
@@ -886,12 +900,20 @@ def _priced_self_attention(ctx, use, b, heads, n, source, dropout, name, count, 
     factor = costs.eager_attention_factor(opts.training, dropout)
     what = "at the training peak" if opts.training else "at the forward peak"
     roles = [("B", b), ("H", heads), ("N", n), ("N", n)]
-    if _counts(count):
-        roles = [("uses", count), *roles]
-    cost = make_cost(factor, roles, opts.dtype_bytes, what)
+    stacked = opts.training and _counts(count)
+    if stacked and count.known:
+        # L uses in one graph: each keeps its saved tensors; only one is at its transient peak at a time.
+        saved = SAVED_FOR_BACKWARD[dropout]
+        cost = make_cost(count.value * saved + factor - saved, roles, opts.dtype_bytes, what)
+        cost.formula = f"({saved:g} x uses + {factor - saved:g}) x " + cost.formula.split(" x ", 1)[1]
+        cost.sizes.insert(0, size_use("uses", count))
+    else:
+        cost = make_cost(factor, [("uses", count), *roles] if stacked else roles, opts.dtype_bytes, what)
     cost.sizes = list(dict.fromkeys(cost.sizes))
     uses = "" if count.value == 1 else f" x {_shown(count)} uses"
     message = f"{name} applied as self-attention over {_shown(n)} tokens{uses}: O(N²) score matrices"
+    if use.call is not None and not use.direct:
+        message += f" (applied at line {use.call.lineno}: `{_short_call(use.call)}`)"
     notes = list(extra_notes)
     if source != "the input's shape at this call":
         notes.append(f"tokens from {source}")
@@ -900,7 +922,8 @@ def _priced_self_attention(ctx, use, b, heads, n, source, dropout, name, count, 
             int(b.value), int(heads.value), int(n.value), int(n.value), opts.dtype_bytes
         )
         notes.append(
-            f"one score tensor is {costs.human_bytes(one)}; the peak keeps {factor:g} of them per use"
+            f"one score tensor is {costs.human_bytes(one)}; one use peaks at {factor:g} of them, and each "
+            f"further use in the graph keeps {SAVED_FOR_BACKWARD[dropout]:g} for backward (COSTMODEL)"
         )
     else:
         notes.append(missing_note(cost))
@@ -911,6 +934,11 @@ def _priced_self_attention(ctx, use, b, heads, n, source, dropout, name, count, 
     return ctx.finding(
         node or use.call, "MEM203", message, cost, notes=notes, drivers=_drivers([b, heads, n, count])
     )
+
+
+def _short_call(call: ast.Call) -> str:
+    text = ast.unparse(call)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _unused_containers(ctx: FileContext, eager: dict[str, str], reported: set[int]):
