@@ -34,10 +34,15 @@ def check(*codes: str):
     return decorate
 
 
+_DISCOVERED: list[bool] = []
+
+
 def registered() -> list[tuple[tuple[str, ...], CheckFn]]:
-    if not _REGISTRY:
+    # Not `if not _REGISTRY`: a check module imported early (the run budget imports checks.params) fills it.
+    if not _DISCOVERED:
         for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
             importlib.import_module(f"{__name__}.{info.name}")
+        _DISCOVERED.append(True)
     return list(_REGISTRY)
 
 
