@@ -21,10 +21,15 @@ def formatter(name: str):
     return decorate
 
 
+_DISCOVERED: list[bool] = []
+
+
 def formats() -> dict[str, Callable]:
-    if not _FORMATS:
+    # Not `if not _FORMATS`: a formatter imported first (a test importing report.github) fills it.
+    if not _DISCOVERED:
         for info in pkgutil.iter_modules(__path__):
             importlib.import_module(f"{__name__}.{info.name}")
+        _DISCOVERED.append(True)
     return dict(_FORMATS)
 
 
