@@ -102,6 +102,14 @@ ELEMENTWISE_FUNCS = {
 MATMUL_FUNCS = {"torch.matmul", "torch.bmm", "torch.mm", "torch.Tensor.matmul"}
 EINSUM_FUNCS = {"torch.einsum", "einops.einsum", "opt_einsum.contract"}
 REARRANGE_FUNCS = {"einops.rearrange"}
+# Decompositions returning a tuple, from the input's shape [..., n, n]: (eigenvalues, eigenvectors) and the like.
+DECOMPOSITIONS = {
+    "torch.linalg.eigh": lambda m: [m[:-1], m],
+    "torch.linalg.eig": lambda m: [m[:-1], m],
+    "torch.symeig": lambda m: [m[:-1], m],
+    "torch.linalg.svd": lambda m: [[*m[:-1], m[-2]], [*m[:-2], m[-1]], [*m[:-2], m[-1], m[-1]]],
+    "torch.svd": lambda m: [[*m[:-1], m[-2]], [*m[:-2], m[-1]], [*m[:-2], m[-1], m[-1]]],
+}
 
 
 @dataclass
@@ -117,13 +125,33 @@ class FunctionFacts:
     loops: list[ast.For] = field(default_factory=list)
     names: dict[str, list[ast.AST]] = field(default_factory=dict)  # local name -> values assigned, in order
     _current: dict[str, Shape | None] = field(default_factory=dict)
+    depth: int = 0  # how many calls deep this analysis is (helper methods are followed 2 deep)
 
     @classmethod
-    def build(cls, module: PythonModule, func: ast.FunctionDef, info, evaluator: Evaluator) -> FunctionFacts:
-        facts = cls(module, func, info, evaluator)
+    def build(
+        cls,
+        module: PythonModule,
+        func: ast.FunctionDef,
+        info,
+        evaluator: Evaluator,
+        param_shapes: dict[str, Shape] | None = None,
+        depth: int = 0,
+    ) -> FunctionFacts:
+        """Walk `func`; `param_shapes` seeds the shapes of its parameters (a call site's arguments)."""
+        facts = cls(module, func, info, evaluator, depth=depth)
         facts.scope = Scope(func, info, {}, facts._shape_now)
+        facts._current.update(param_shapes or {})
         facts._block(func.body)
         return facts
+
+    def returned_shape(self) -> Shape | None:
+        """The shape of what the function returns (the first `return` whose shape is known)."""
+        for node in _own_nodes(self.func):
+            if isinstance(node, ast.Return) and node.value is not None:
+                shape = self.shape(node.value)
+                if shape is not None:
+                    return shape
+        return None
 
     # --- public --------------------------------------------------------------------------------
 
@@ -248,6 +276,10 @@ class FunctionFacts:
             if method == "split" and base is not None:
                 return [None] * n
         shape = self._infer(value)
+        if isinstance(value, ast.Call) and self.module.qualname(value.func) in DECOMPOSITIONS and value.args:
+            matrix = self._infer(value.args[0])
+            if matrix is not None and len(matrix) >= 2:
+                return DECOMPOSITIONS[self.module.qualname(value.func)](matrix)[:n]
         if isinstance(value, ast.Call) and self._module_type(value) == "torch.nn.MultiheadAttention":
             return [shape, None]
         if shape is not None and len(shape) > 1 and shape[0].value == n:
@@ -280,7 +312,7 @@ class FunctionFacts:
             if isinstance(node.op, ast.MatMult):
                 return _matmul(left, right)
             if left is not None and right is not None:
-                return left if len(left) >= len(right) else right
+                return _broadcast(left, right)
             return left if left is not None else right
         if isinstance(node, ast.UnaryOp):
             return self._infer(node.operand)
@@ -337,16 +369,67 @@ class FunctionFacts:
             return [rows, self.size(node.args[1]) if len(node.args) > 1 else rows]
         if qual in ("torch.stack", "torch.cat", "torch.concat") and node.args:
             return self._stack(node, qual)
+        callee = self._helper(func)
+        if callee is not None:
+            return self._helper_result(callee, node, args)
+        module_type = self._module_type(node)
+        if module_type is not None:
+            return self._module_call(module_type, node, args)
         if isinstance(func, ast.Attribute):
-            module_type = self._module_type(node)
-            if module_type is not None:
-                return self._module_call(module_type, node, args)
             base = self._infer(func.value)
             return self._method(func.attr, base, node)
         return None
 
-    def _module_type(self, node: ast.Call) -> str | None:
+    def _helper(self, func: ast.AST) -> ast.FunctionDef | None:
+        """`self._step(...)` or a module-level `step(...)` defined in this file (not a submodule call)."""
+        if self.depth >= 2:
+            return None
+        if (
+            isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "self"
+            and self.cls is not None
+            and func.attr in self.cls.methods
+            and func.attr not in self.cls.submodules
+            and func.attr != "forward"
+        ):
+            return self.cls.methods[func.attr]
+        if isinstance(func, ast.Name) and func.id in self.module.functions:
+            return self.module.functions[func.id]
+        return None
+
+    def callee_facts(self, node: ast.Call) -> FunctionFacts | None:
+        """The facts of a helper method or function this call runs, with the call's argument shapes."""
+        callee = self._helper(node.func) if isinstance(node, ast.Call) else None
+        if callee is None:
+            return None
+        return self._callee(callee, node, [self.shape(a) for a in node.args])
+
+    def _helper_result(self, callee, node: ast.Call, args: list[Shape | None]) -> Shape | None:
+        inner = self._callee(callee, node, args)
+        return inner.returned_shape() if inner is not None else None
+
+    def _callee(self, callee, node: ast.Call, args: list[Shape | None]) -> FunctionFacts | None:
+        if callee is self.func:
+            return None  # recursion
+        params = [a.arg for a in callee.args.posonlyargs + callee.args.args]
+        if params and params[0] == "self" and isinstance(node.func, ast.Attribute):
+            params = params[1:]
+        seeds = {name: shape for name, shape in zip(params, args, strict=False) if shape is not None}
+        for kw in node.keywords:
+            if kw.arg and self.shape(kw.value) is not None:
+                seeds[kw.arg] = self.shape(kw.value)
+        if not seeds:
+            return None
+        cls = self.cls if isinstance(node.func, ast.Attribute) else None
+        return FunctionFacts.build(self.module, callee, cls, self.evaluator, seeds, self.depth + 1)
+
+    def _submodule(self, node: ast.Call):
+        """The submodule a call runs: `self.proj(x)`, or one entry of a container, `self.heads["k"](x)`."""
         func = node.func
+        indexed = isinstance(func, ast.Subscript)
+        if indexed:
+            func = func.value
         if (
             isinstance(func, ast.Attribute)
             and isinstance(func.value, ast.Name)
@@ -354,13 +437,18 @@ class FunctionFacts:
             and self.cls is not None
             and func.attr in self.cls.submodules
         ):
-            return self.cls.submodules[func.attr].qualname
-        return None
+            return self.cls.submodules[func.attr], indexed
+        return None, False
+
+    def _module_type(self, node: ast.Call) -> str | None:
+        sub, _ = self._submodule(node)
+        return sub.qualname if sub is not None else None
 
     def _module_call(self, qualname: str, node: ast.Call, args: list[Shape | None]) -> Shape | None:
         first = args[0] if args else None
-        sub = self.cls.submodules[node.func.attr]
-        if qualname in ("torch.nn.Linear", "torch.nn.LazyLinear") and first is not None and not sub.count:
+        sub, indexed = self._submodule(node)
+        single = indexed or not sub.count  # a container entry, or a module that is not a list of modules
+        if qualname in ("torch.nn.Linear", "torch.nn.LazyLinear") and first is not None and single:
             out = sub.arg("out_features")
             return (
                 [*first[:-1], self.evaluator.eval(out, Scope(sub.method, self.cls))]
@@ -552,6 +640,16 @@ class FunctionFacts:
         return result
 
 
+def _own_nodes(func: ast.AST):
+    """The nodes of a function body, not descending into nested functions or classes."""
+    stack = list(ast.iter_child_nodes(func))
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(node))
+
+
 def _einops_groups(side: str) -> list[list[str]] | None:
     groups = []
     for m in re.finditer(r"\(([^)]*)\)|(\S+)", side.strip()):
@@ -562,6 +660,18 @@ def _einops_groups(side: str) -> list[list[str]] | None:
         else:
             groups.append([m.group(2)])
     return groups
+
+
+def _broadcast(a: Shape, b: Shape) -> Shape:
+    """Elementwise broadcasting: align from the right; a dimension of 1 takes the other's size."""
+    longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
+    out = list(longer)
+    offset = len(longer) - len(shorter)
+    for i, q in enumerate(shorter):
+        mine = out[offset + i]
+        if (mine.value == 1 and q.value != 1) or (mine.value is None and q.value not in (None, 1)):
+            out[offset + i] = q  # broadcasting needs equal sizes or 1: a known size decides
+    return out
 
 
 def _matmul(a: Shape | None, b: Shape | None) -> Shape | None:

@@ -36,7 +36,7 @@ class CelestialGraphCombiner(nn.Module):
 
     def forward(self, astronomical_edges, learned_edges, attention_edges, enc_out):
         # edges: [B, seq_len, N, N], enc_out: [B, seq_len, d_model]
-        B, seq_len, N, _ = astronomical_edges.shape
+        B, seq_len, N, N2 = astronomical_edges.shape  # N2 == N: edges between every pair of bodies
         combined_edges_over_time = []
         for t in range(seq_len):
             astro_t = astronomical_edges[:, t, :, :]

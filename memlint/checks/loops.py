@@ -287,6 +287,12 @@ def _saved_per_step(
     for node in _walk_body(body if isinstance(loop.node, ast.For) else [ctx.module.parent(loop.node)]):
         if not isinstance(node, ast.Call) or node.lineno is None:
             continue
+        helper = facts.callee_facts(node)
+        if helper is not None:  # a step written as a helper method: count what it keeps
+            inner = _saved_in_helper(ctx, helper, size)
+            counted.extend(f"{name} in {helper.func.name}" for name in inner)
+            if inner:
+                continue
         name = _call_label(ctx, facts, node)
         if name is None:
             continue
@@ -297,6 +303,25 @@ def _saved_per_step(
         if any(_feeds(arg, sliced) for arg in node.args) and _matmul_like(ctx, facts, node):
             counted.append(f"the {_short(node.args[0])} slice copy {name} saves")
     return max(1, len(counted)), counted
+
+
+def _saved_in_helper(ctx: FileContext, helper: FunctionFacts, size: Q, depth: int = 0) -> list[str]:
+    """Calls inside a helper method (and its helpers) that produce a tensor of the step output's size."""
+    counted = []
+    for node in _walk_body(helper.func.body):
+        if not isinstance(node, ast.Call):
+            continue
+        inner = helper.callee_facts(node) if depth < 1 else None
+        if inner is not None:
+            found = _saved_in_helper(ctx, inner, size, depth + 1)
+            if found:
+                counted.extend(found)
+                continue
+        name = _call_label(ctx, helper, node)
+        shape = helper.shape(node)
+        if name is not None and shape is not None and product(shape).same_as(size):
+            counted.append(name)
+    return counted
 
 
 def _call_label(ctx: FileContext, facts: FunctionFacts, node: ast.Call) -> str | None:

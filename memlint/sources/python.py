@@ -267,6 +267,9 @@ def submodule_of(module: PythonModule, attr: str, value: ast.expr, method, count
             for gen in value.generators:
                 count.append(_range_length(gen.iter))
             return submodule_of(module, attr, value.elt, method, count)
+        if isinstance(value, ast.Dict) and value.values:  # nn.ModuleDict({"a": nn.Linear(...), ...})
+            count.append(ast.Constant(len(value.values)))
+            return submodule_of(module, attr, value.values[0], method, count)
         if isinstance(value, (ast.List, ast.Tuple)) and value.elts:
             count.append(ast.Constant(len(value.elts)))
             return submodule_of(module, attr, value.elts[0], method, count)
