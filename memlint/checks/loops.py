@@ -164,7 +164,7 @@ def _price_append(ctx: FileContext, facts: FunctionFacts, append: ast.AST, value
     loop = enclosing_step_loop(facts, append)
     if loop is None or under_no_grad(ctx.module, facts.func, append):
         return
-    if _not_kept(ctx, facts, value, append):
+    if _not_kept(ctx, facts, value, append) or _checkpointed(ctx, facts, value, append):
         return
     yield from _report(ctx, facts, append, value, loop, stack)
 
@@ -186,6 +186,24 @@ def _not_kept(ctx: FileContext, facts: FunctionFacts, value: ast.AST, at: ast.AS
     if isinstance(value, ast.Name) and depth < 4:
         earlier = [v for v in facts.names.get(value.id, []) if getattr(v, "lineno", 0) <= at.lineno]
         return bool(earlier) and _not_kept(ctx, facts, earlier[-1], at, depth + 1)
+    return False
+
+
+CHECKPOINT_FUNCS = {"torch.utils.checkpoint.checkpoint", "torch.utils.checkpoint.checkpoint_sequential"}
+
+
+def _checkpointed(
+    ctx: FileContext, facts: FunctionFacts, value: ast.AST, at: ast.AST, depth: int = 0
+) -> bool:
+    """Is the step computed under torch.utils.checkpoint? Then each step keeps only its input and output:
+    the list holds the result the program needs anyway, which is the fix this rule recommends."""
+    if isinstance(value, ast.Call):
+        if ctx.qualname(value.func) in CHECKPOINT_FUNCS:
+            return True
+        return depth < 4 and any(_checkpointed(ctx, facts, a, at, depth + 1) for a in value.args[:1])
+    if isinstance(value, ast.Name) and depth < 4:
+        earlier = [v for v in facts.names.get(value.id, []) if getattr(v, "lineno", 0) <= at.lineno]
+        return bool(earlier) and _checkpointed(ctx, facts, earlier[-1], at, depth + 1)
     return False
 
 

@@ -4,10 +4,10 @@ from memlint.cost import human_bytes
 from memlint.report import formatter, summary_line
 
 
-def finding_line(finding) -> str:
+def finding_line(finding, priced: bool = True) -> str:
     marker = " [*]" if finding.fix is not None and finding.fix.applicability == "safe" else ""
     price = ""
-    if finding.cost is not None:
+    if finding.cost is not None and priced:
         if finding.cost.bytes is not None and finding.cost.share is not None:
             price = f" ({human_bytes(finding.cost.bytes)}, {finding.cost.share * 100:.0f} % of {finding.cost.gpu})"
         elif finding.cost.missing:

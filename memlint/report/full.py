@@ -27,7 +27,7 @@ def cost_lines(finding) -> list[str]:
 
 
 def block(finding) -> list[str]:
-    lines = [finding_line(finding).split(" (", 1)[0] if finding.cost else finding_line(finding)]
+    lines = [finding_line(finding, priced=False)]  # the cost has its own lines below
     body = cost_lines(finding)
     if finding.fix is not None:
         marker = "[*]" if finding.fix.applicability == "safe" else "[unsafe]"
