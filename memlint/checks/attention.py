@@ -174,10 +174,14 @@ def small(q: Q, limit: int) -> bool:
 def hand_written_attention(ctx: FileContext):
     if "softmax" not in ctx.module.text and "Softmax" not in ctx.module.text:
         return
+    # A module that dispatches to fused kernels (transformers' registry) keeps its eager function as a fallback.
+    dispatches = "ALL_ATTENTION_FUNCTIONS" in ctx.module.text
     for func, info in ctx.module.iter_functions():
         facts = ctx.facts(func, info)
         if any(ctx.qualname(n.func) == SDPA for n in ast.walk(func) if isinstance(n, ast.Call)):
             continue  # the eager path is a fallback beside the fused kernel
+        if dispatches and func.name.startswith("eager"):
+            continue  # transformers' `eager_attention_forward`: used only when eager attention is asked for
         for node in ast.walk(func):
             scores = softmax_input(ctx, node, facts)
             if scores is None:
