@@ -13,7 +13,7 @@ from pathlib import Path
 
 from memlint import __version__
 
-SUBCOMMANDS = ("check", "rule", "gpus", "clean")
+SUBCOMMANDS = ("check", "rule", "gpus", "clean", "fit")
 
 
 class UsageError(Exception):
@@ -89,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     rule.add_argument("--output-format", choices=("text", "json"), default="text")
 
     sub.add_parser("gpus", help="list the GPU catalogue with usable memory")
+    fit = sub.add_parser("fit", help="does the run fit? the whole-run estimate as a table (memlint/fit.py)")
+    fit.add_argument("configs", nargs="*", metavar="PATH", help="configs, then Python files or folders")
+    fit.add_argument("--gpu", help="the card: a name ('RTX 4090') or a size (24GB)")
+    fit.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2|KEY=LO..HI")
+    fit.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE")
+    fit.add_argument("--optimizer")
+    fit.add_argument("--precision")
+    fit.add_argument("--output-format", choices=("text", "json"), default="text")
+    fit.add_argument("--config", metavar="FILE")
+    fit.add_argument("--no-config", action="store_true")
+    fit.set_defaults(paths=[])
     clean = sub.add_parser("clean", help="remove the findings cache (.memlint_cache)")
     clean.add_argument("--cache-dir", metavar="DIR", help="the cache folder, if not the default")
     clean.add_argument("--config", metavar="FILE", help="settings file (pyproject.toml or .memlint.yaml)")
@@ -108,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_gpus()
         if args.command == "clean":
             return run_clean(args)
+        if args.command == "fit":
+            return run_fit(args)
         return run_check(args)
     except UsageError as exc:
         print(f"memlint: error: {exc}", file=sys.stderr)
@@ -123,6 +136,16 @@ def _codes(text: str | None) -> list[str] | None:
     if text is None:
         return None
     return [c.strip().upper() for c in text.split(",") if c.strip()]
+
+
+def run_fit(args) -> int:
+    from memlint.fit import run
+    from memlint.settings import ConfigError
+
+    try:
+        return run(args)
+    except (ConfigError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def run_check(args) -> int:

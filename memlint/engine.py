@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memlint import catalogue
+from memlint.budget import budget_findings, no_gpu_finding
 from memlint.checks import FileContext, RunOptions, registered
 from memlint.cost import DTYPE_BYTES, normalise_optimizer
 from memlint.files import SourceFile, Unreadable, discover, excluded, read_text, relative
@@ -32,6 +33,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     table: SizeTable | None = None
     configs: list[ConfigFile] = field(default_factory=list)
+    budgets: list = field(default_factory=list)  # memlint.budget.Estimate per profile with files
 
     def visible(self) -> list[Finding]:
         if self.settings.show_info:
@@ -82,21 +84,31 @@ def check(
     notes: list[str] = []
     report_gpu = report_table = None
     early, findings = findings, []
+    budgets: list = []
+    undeclared = False
     for profile in _profiles(python_files, configs, settings, dims or {}, gpu):
         found = list(_conflicts(profile.table))
         for source in profile.files if stdin is not None else ():
             found.extend(analyse_python(source, stdin[1], profile.table, profile.options, selected))
         if stdin is None:  # read, pre-filter, cache, process pool (memlint/parallel.py)
             found.extend(analyse_files(profile.files, settings, profile.table, profile.options, selected))
-        findings.extend(finish(found, settings, profile.gpu, selected))
+        kept = finish(found, settings, profile.gpu, selected)
+        findings.extend(kept)
+        if profile.files:  # the whole-run budget: MEM501/MEM502 (memlint/budget.py)
+            extra, estimate = budget_findings(profile, kept, settings, selected)
+            findings.extend(finish(extra, settings, profile.gpu, selected))
+            budgets.append(estimate)
+            undeclared = undeclared or any("no GPU declared" in n for n in profile.notes)
         if report_gpu is None or profile.is_global:
             report_gpu, report_table = profile.gpu, profile.table
             notes = profile.notes
 
+    if undeclared and "MEM503" in selected and (configs or python_files):
+        early.append(no_gpu_finding((configs[0].path if configs else python_files[0].relpath), report_gpu))
     early = finish(early, settings, report_gpu, selected)
     findings = finish(early + findings, settings, report_gpu, selected, assign=False)
     names = sorted({f.relpath for f in files} | ({stdin[0]} if stdin else set()))
-    return Report(findings, names, report_gpu, settings, notes, report_table, configs)
+    return Report(findings, names, report_gpu, settings, notes, report_table, configs, budgets)
 
 
 @dataclass

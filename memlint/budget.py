@@ -1,0 +1,532 @@
+"""The whole-run budget of one profile: parameters, gradients, optimizer state, step temporaries and priced activations.
+
+The estimate (COSTMODEL.md 'Per parameter', 'Activations', 'Runtime terms'):
+
+    peak = weights + gradients + optimizer state + max(step temporaries, activations)
+
+Step temporaries exist only inside optimizer.step(), when the activations of the step are already freed, so
+the larger of the two counts. Activations are the priced costs of the family 1-4 findings (each already at
+the training peak of its own construct), only those on a module's forward path, one price per attention
+class (MEM201 and MEM203 on the same attention are one cost). Everything else the model keeps (Linear,
+Conv, norm outputs, the input batch) is not priced: the estimate is a lower bound and says so. CUDA context
+and allocator reserve are their own lines: usable memory = card total - context - reserve.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import re
+from dataclasses import dataclass, field
+
+from memlint import cost as costs
+from memlint.checks import FileContext, RunOptions
+from memlint.cost import human_bytes, human_count
+from memlint.findings import Finding, Span
+from memlint.gpus import Gpu
+from memlint.sizes import SizeTable
+from memlint.sources.python import PythonModule
+from memlint.symbolic import Scope, product
+
+ACTIVATION_CODES = ("MEM1", "MEM2", "MEM302", "MEM4")
+CATEGORY = {"MEM1": "loop activations", "MEM2": "attention", "MEM3": "logits", "MEM4": "linear algebra"}
+CHECKPOINT_KEYS = ("activation_checkpointing", "gradient_checkpointing", "use_gradient_checkpointing")
+NEAR_SHARE = 0.9  # MEM502: within 10 % of usable
+# torch.nn modules with parameters that count_parameters does not size (said in the estimate, not guessed)
+UNCOUNTED_PARAM_MODULES = re.compile(
+    r"^torch\.nn\.(GRU|LSTM|RNN|GRUCell|LSTMCell|RNNCell|LayerNorm|GroupNorm|BatchNorm\dd|RMSNorm|"
+    r"Transformer\w*|PReLU|InstanceNorm\dd)$"
+)
+
+
+@dataclass
+class Term:
+    """One line of the breakdown: a name, its bytes and how they were obtained."""
+
+    name: str
+    bytes: int
+    detail: str = ""
+    category: str = ""  # weights / gradients / optimizer state / step temporaries / attention / ...
+
+
+@dataclass
+class Estimate:
+    """The whole-run estimate of one profile on one GPU."""
+
+    gpu: Gpu
+    params: int
+    terms: list[Term]
+    total_bytes: int
+    optimizer: str
+    precision: str
+    not_covered: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checkpointing: str = ""  # the key that declared it, if any
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def usable_bytes(self) -> int:
+        return self.gpu.usable_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.usable_bytes
+
+    @property
+    def share(self) -> float:
+        return self.total_bytes / self.usable_bytes
+
+    def by_category(self) -> dict[str, int]:
+        """Bytes per main term (weights, gradients, ..., attention, linear algebra)."""
+        out: dict[str, int] = {}
+        for term in self.terms:
+            out[term.category or term.name] = out.get(term.category or term.name, 0) + term.bytes
+        return out
+
+    def activation_bytes(self) -> int:
+        return sum(t.bytes for t in self.terms if t.category in CATEGORY.values())
+
+    def lines(self) -> list[str]:
+        """The breakdown, one term a line, then the card's lines and what is not covered."""
+        out = [f"{t.name:<34} {human_bytes(t.bytes):>10}  {t.detail}".rstrip() for t in self.terms]
+        out.append(f"{'estimated peak (at least)':<34} {human_bytes(self.total_bytes):>10}  {self._rule()}")
+        out.append(f"{self.gpu.name + ' total':<34} {human_bytes(self.gpu.total_bytes):>10}")
+        out.append(f"{'- CUDA context':<34} {human_bytes(self.gpu.context_bytes):>10}")
+        out.append(
+            f"{'- allocator reserve':<34} {human_bytes(self.gpu.reserve_bytes):>10}  "
+            f"{self.gpu.reserve * 100:g} % fragmentation margin"
+        )
+        out.append(f"{'= usable':<34} {human_bytes(self.usable_bytes):>10}  ({self.share * 100:.0f} % used)")
+        out.extend(f"not covered: {text}" for text in self.not_covered)
+        out.extend(self.notes)
+        return out
+
+    def _rule(self) -> str:
+        return "weights + gradients + optimizer state + max(step temporaries, activations)"
+
+
+# --- parameters --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ParamCount:
+    total: int = 0
+    largest: int = 0
+    unresolved: list[str] = field(default_factory=list)
+    uncounted: list[str] = field(default_factory=list)
+    classes: int = 0
+
+
+def count_run_parameters(contexts: list[FileContext]) -> ParamCount:
+    """Parameters of the model(s): every class's own constructors, times how often its parents build it."""
+    from memlint.checks.params import count_parameters  # the family-3 counter
+
+    own: dict[str, int] = {}
+    pending: dict[str, list] = {}  # class -> groups whose sizes come from the constructor's arguments
+    resolved: set[int] = set()
+    free = 0
+    result = ParamCount()
+    classes: dict[str, tuple[FileContext, object]] = {}
+    for ctx in contexts:
+        for name, info in ctx.module.classes.items():
+            classes.setdefault(name, (ctx, info))
+        for group in count_parameters(ctx):
+            if not group.total.known:
+                pending.setdefault(group.cls, []).append((ctx, group))
+                continue
+            value = int(group.total.value)
+            if group.params_per_instance.known:
+                result.largest = max(result.largest, int(group.params_per_instance.value))
+            if group.cls:
+                own[group.cls] = own.get(group.cls, 0) + value
+            else:
+                free += value
+    children: dict[str, list[tuple[str, int]]] = {}
+    used: set[str] = set()
+    for name, (ctx, info) in classes.items():
+        for attr, sub in info.submodules.items():
+            child = sub.qualname.rsplit(".", 1)[-1]
+            if UNCOUNTED_PARAM_MODULES.match(sub.qualname):
+                result.uncounted.append(f"{attr} = {sub.qualname.replace('torch.nn.', 'nn.')} in {name}")
+            if child not in classes or child == name:
+                continue
+            count = product(ctx.evaluator.eval(e, Scope(sub.method, info)) for e in sub.count)
+            times = int(count.value) if count.known else 1
+            if not count.known:
+                result.unresolved.append(f"multiplicity of {attr} in {name} ({count.text}; counted once)")
+            extra = _bound_params(ctx, sub, info, pending.get(child, []), classes[child], resolved)
+            children.setdefault(name, []).append((child, times, extra))
+            used.add(child)
+    for cls, groups in pending.items():
+        for ctx, group in groups:
+            if id(group) not in resolved:
+                missing = ", ".join(group.total.missing) or group.total.text
+                result.unresolved.append(f"{group.label} in {cls or ctx.relpath} ({missing})")
+    memo: dict[str, int] = {}
+
+    def total(name: str, stack: tuple[str, ...] = ()) -> int:
+        if name in memo:
+            return memo[name]
+        if name in stack:
+            return 0
+        value = own.get(name, 0)
+        value += sum(n * (total(c, (*stack, name)) + e) for c, n, e in children.get(name, []))
+        memo[name] = value
+        return value
+
+    roots = [n for n, (_, info) in classes.items() if n not in used and (info.is_module or n in own)]
+    result.total = free + sum(total(r) for r in roots)
+    result.classes = len(roots)
+    return result
+
+
+def _bound_params(ctx, sub, parent_info, groups, child, resolved: set[int]) -> int:
+    """Parameters of a child's constructors sized by its constructor's arguments (`Block(dim=512)`)."""
+    from memlint.checks.params import _params_of
+
+    _, child_info = child
+    init = child_info.init() if hasattr(child_info, "init") else None
+    if not groups or init is None:
+        return 0
+    parent_scope = Scope(sub.method, parent_info)
+    names = [a.arg for a in init.args.posonlyargs + init.args.args][1:]
+    bound: dict[str, object] = {}
+    for name, expr in zip(names, [a for a in sub.call.args if not isinstance(a, ast.Starred)], strict=False):
+        bound[name] = ctx.evaluator.eval(expr, parent_scope)
+    for kw in sub.call.keywords:
+        if kw.arg:
+            bound[kw.arg] = ctx.evaluator.eval(kw.value, parent_scope)
+    for stmt in init.body:  # `inner_dim = heads * dim_head`
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            bound.setdefault(stmt.targets[0].id, stmt.value)
+    extra = 0
+    for group_ctx, group in groups:
+        scope = Scope(group.func, child_info, locals=dict(bound))
+        _, params = _params_of(group_ctx, group.node, group.qualname, scope)
+        if params is not None and params.known:
+            extra += int(params.value) * (int(group.count.value) if group.count.known else 1)
+            resolved.add(id(group))
+    return extra
+
+
+# --- activations --------------------------------------------------------------------------------------
+
+
+def _functions_by_line(module: PythonModule) -> list[tuple[int, int, ast.FunctionDef, object]]:
+    spans = []
+    for func, info in module.iter_functions():
+        spans.append((func.lineno, func.end_lineno or func.lineno, func, info))
+    return spans
+
+
+def _enclosing(spans, line: int):
+    best = None
+    for start, end, func, info in spans:
+        if start <= line <= end and (best is None or start >= best[0]):
+            best = (start, end, func, info)
+    return (best[2], best[3]) if best else (None, None)
+
+
+def _reachable(info) -> set[str] | None:
+    """Methods a module's forward reaches through `self.m(...)` calls; None when the class has no forward."""
+    methods = getattr(info, "methods", {})
+    if "forward" not in methods:
+        return None
+    seen, todo = {"forward"}, ["forward"]
+    while todo:
+        for node in ast.walk(methods[todo.pop()]):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in ("self", "cls", info.name)
+                and node.attr in methods
+                and node.attr not in seen
+            ):
+                seen.add(node.attr)
+                todo.append(node.attr)
+    return seen
+
+
+def _attention_class(finding: Finding, cls: str) -> str:
+    """MEM203 is reported at the use and names the attention class first; MEM201 sits inside it."""
+    if finding.code == "MEM203":
+        return finding.message.split(" ", 1)[0]
+    return cls
+
+
+def activation_terms(
+    findings: list[Finding], modules: dict[str, PythonModule], checkpointing: str
+) -> tuple[list[Term], list[str], list[str]]:
+    """(terms, not covered, notes) from the priced family 1-4 findings of one profile."""
+    terms: list[Term] = []
+    not_covered: list[str] = []
+    notes: list[str] = []
+    attention: dict[str, tuple[int, Finding]] = {}
+    spans = {path: _functions_by_line(m) for path, m in modules.items()}
+    off_path = []
+    for finding in findings:
+        if not finding.code.startswith(ACTIVATION_CODES) or finding.code == "MEM102":
+            continue
+        func, info = _enclosing(spans.get(finding.path, []), finding.span.line)
+        reach = _reachable(info) if info is not None else None
+        where = f"{finding.path}:{finding.span.line}"
+        if reach is not None and func is not None and func.name not in reach and func.name != "__init__":
+            off_path.append(f"{finding.code} {where} ({info.name}.{func.name})")
+            continue
+        cost = finding.cost
+        if cost is None or not cost.resolved:
+            missing = ", ".join(cost.missing) if cost is not None else "no price"
+            not_covered.append(f"{finding.code} at {where}: activations unresolved ({missing})")
+            continue
+        if finding.code.startswith("MEM2"):
+            key = _attention_class(finding, info.name if info is not None else where)
+            if key not in attention or attention[key][0] < cost.bytes:
+                attention[key] = (cost.bytes, finding)
+            continue
+        terms.append(_term(finding))
+    terms.extend(_term(f) for _, f in attention.values())
+    if off_path:
+        notes.append("not on any forward path, not counted: " + "; ".join(off_path))
+    if checkpointing:
+        terms, note = _checkpointed(terms, checkpointing)
+        notes.append(note)
+    return terms, not_covered, notes
+
+
+def _term(finding: Finding) -> Term:
+    category = CATEGORY.get(finding.code[:4], "activations")
+    what = finding.message.split(":")[0]
+    if len(what) > 60:
+        what = what[:57] + "..."
+    return Term(
+        f"{category} {finding.code}",
+        int(finding.cost.bytes),
+        f"{finding.path}:{finding.span.line} {what}",
+        category,
+    )
+
+
+def _checkpointed(terms: list[Term], origin: str) -> tuple[list[Term], str]:
+    """Full checkpointing keeps only each block's input; backward recomputes one block at a time."""
+    blocks = [t for t in terms if t.category in ("attention", "loop activations")]
+    if len(blocks) <= 1:
+        kept = terms
+    else:
+        largest = max(blocks, key=lambda t: t.bytes)
+        kept = [t for t in terms if t not in blocks or t is largest]
+    return kept, (
+        f"activation checkpointing declared ({origin}): attention and loop activations count as the largest "
+        "one block's, recomputed during backward (COSTMODEL: full checkpointing keeps only block inputs; "
+        "those inputs are not counted)"
+    )
+
+
+# --- the estimate -----------------------------------------------------------------------------------
+
+
+def checkpointing_origin(table: SizeTable) -> str:
+    for key in CHECKPOINT_KEYS:
+        size = table.lookup(key, aliases=False)
+        if size is not None and size.value not in (None, False, 0, "false", "False", "none"):
+            return f"{size.key} = {size.value} at {size.origin}"
+    return ""
+
+
+def parse_modules(files, settings) -> dict[str, PythonModule]:
+    from memlint.files import read_text
+    from memlint.sources.python import parse_python
+
+    modules = {}
+    for source in files:
+        text, problem = read_text(source, settings.max_file_size)
+        if problem is not None:
+            continue
+        try:
+            modules[source.relpath] = parse_python(source.relpath, text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+    return modules
+
+
+def estimate(
+    modules: dict[str, PythonModule],
+    findings: list[Finding],
+    table: SizeTable,
+    options: RunOptions,
+    gpu: Gpu,
+    params: ParamCount | None = None,
+) -> Estimate:
+    """The whole-run estimate of one profile from its parsed modules and its findings."""
+    if params is None:
+        params = count_run_parameters([FileContext(m, p, table, options) for p, m in modules.items()])
+    parts = costs.param_training_terms(
+        params.total, options.optimizer, options.precision, largest_param=params.largest or None
+    )
+    per_param = f"{human_count(params.total)} parameters"
+    terms = [
+        Term(
+            "weights", parts["weights"], f"{per_param} x {_per(parts['weights'], params.total)} B", "weights"
+        ),
+        Term("gradients", parts["gradients"], f"x {_per(parts['gradients'], params.total)} B", "gradients"),
+        Term(
+            "optimizer state",
+            parts["optimizer state"],
+            f"{options.optimizer} x {_per(parts['optimizer state'], params.total)} B ({options.optimizer_origin})",
+            "optimizer state",
+        ),
+        Term(
+            "step temporaries",
+            parts["step temporaries"],
+            "optimizer.step() with the foreach implementation (CUDA's default); fused: 0",
+            "step temporaries",
+        ),
+    ]
+    checkpointing = checkpointing_origin(table)
+    acts, not_covered, notes = activation_terms(findings, modules, checkpointing)
+    terms.extend(acts)
+    activations = sum(t.bytes for t in acts)
+    total = parts["weights"] + parts["gradients"] + parts["optimizer state"]
+    total += max(parts["step temporaries"], activations)
+    not_covered = [f"parameters of {u}" for u in params.unresolved] + not_covered
+    if params.uncounted:
+        not_covered.append("parameters of " + ", ".join(params.uncounted) + " (module kind not sized)")
+    not_covered.append(
+        "activations memlint does not price (Linear/Conv/norm/RNN outputs, the input batch, dropout masks "
+        "outside attention): the estimate is a lower bound"
+    )
+    return Estimate(
+        gpu,
+        params.total,
+        terms,
+        int(total),
+        options.optimizer,
+        options.precision,
+        not_covered,
+        notes,
+        checkpointing,
+        sorted(modules),
+    )
+
+
+def _per(value: int, count: int) -> str:
+    return f"{value / count:g}" if count else "0"
+
+
+# --- the rules ----------------------------------------------------------------------------------------
+
+
+def budget_findings(
+    profile, found: list[Finding], settings, selected: set[str]
+) -> tuple[list[Finding], Estimate]:
+    """MEM501 / MEM502 for one profile (the estimate is returned for `memlint fit`)."""
+    modules = parse_modules(profile.files, settings)
+    est = estimate(modules, found, profile.table, profile.options, profile.gpu)
+    if not modules or not ({"MEM501", "MEM502"} & selected):
+        return [], est
+    if est.share < NEAR_SHARE:
+        return [], est
+    code = "MEM501" if not est.fits else "MEM502"
+    path, span, key = _driver_position(est, found, profile.table, settings.root)
+    verdict = "does not fit" if code == "MEM501" else "is within 10 % of"
+    message = (
+        f"estimated peak of at least {human_bytes(est.total_bytes)} {verdict} the {est.gpu.name} "
+        f"({est.gpu.describe_usable()})"
+    )
+    notes = list(est.lines())
+    batch = largest_fitting_batch(profile, found, est, settings, selected)
+    if batch is not None:
+        notes.insert(0, batch)
+    drivers = [key] if key else []
+    return [Finding(path, span, code, message, notes=notes, drivers=drivers, severity="error")], est
+
+
+def _driver_position(est: Estimate, found: list[Finding], table: SizeTable, root) -> tuple[str, Span, str]:
+    """Where to report: the config key behind the biggest term (activations: its finding's drivers)."""
+    biggest = max(est.terms, key=lambda t: t.bytes)
+    keys: list[str] = []
+    if biggest.category in CATEGORY.values():
+        keys = _drivers_of(biggest, found)
+    else:
+        params = [f for f in found if f.code == "MEM301" and f.cost is not None and f.cost.bytes]
+        if params:
+            keys = list(max(params, key=lambda f: f.cost.bytes).drivers)
+    keys.append("batch_size")
+    for key in keys:
+        size = table.lookup(key)
+        if size is not None and re.match(r".*:\d+$", size.origin) and " → " not in size.origin:
+            path, line = size.origin.rsplit(":", 1)
+            return path, _value_span(root, path, size.key, int(line)), size.key
+    first = est.files[0] if est.files else "."
+    return first, Span(1, 1, 1, 2), ""
+
+
+def _value_span(root, path: str, key: str, line: int) -> Span:
+    """The span of the key's value in its config (ConfigValue position), else the start of the line."""
+    from memlint.sources.yaml import load_config
+
+    try:
+        config = load_config(path, (root / path).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError):
+        return Span(line, 1, line, 2)
+    for value in config.values.values():
+        if value.line == line and (
+            value.key == key or key.endswith("." + value.key) or value.key.endswith(key)
+        ):
+            return Span(value.line, value.col, value.end_line, value.end_col)
+    return Span(line, 1, line, 2)
+
+
+def _drivers_of(term: Term, found: list[Finding]) -> list[str]:
+    where = term.detail.split(" ", 1)[0]
+    for finding in found:
+        if f"{finding.path}:{finding.span.line}" == where:
+            batchy = [d for d in finding.drivers if "batch" in d]
+            return batchy + [d for d in finding.drivers if d not in batchy]
+    return []
+
+
+def table_with(table: SizeTable, overrides: dict) -> SizeTable:
+    """A copy of the table with some sizes set as --dim would set them."""
+    clone = copy.deepcopy(table)
+    for key, value in overrides.items():
+        clone.add(key, value, "--vary", 0)
+    clone._resolve_interpolations()
+    return clone
+
+
+def largest_fitting_batch(profile, found, est: Estimate, settings, selected) -> str | None:
+    """`<batch key> <= n` (the MEM501 fix reads this form): the total is affine in the batch size."""
+    size = profile.table.lookup("batch_size")
+    if size is None or not isinstance(size.value, int) or isinstance(size.value, bool) or size.value < 1:
+        return None
+    b0 = size.value
+    from memlint.parallel import analyse_files
+
+    table2 = table_with(profile.table, {size.key: 2 * b0})
+    found2 = analyse_files(profile.files, settings, table2, profile.options, selected)
+    modules = parse_modules(profile.files, settings)
+    est2 = estimate(modules, found2, table2, profile.options, profile.gpu)
+    fixed = est.total_bytes - est.activation_bytes()
+    a0, a2 = est.activation_bytes(), est2.activation_bytes()
+    slope = (a2 - a0) / b0
+    if slope <= 0:
+        return None if est.fits else f"no {size.key} fits: the terms that do not grow with it exceed usable"
+    base = fixed + a0 - slope * b0  # activations at batch 0
+    temps = next((t.bytes for t in est.terms if t.name == "step temporaries"), 0)
+    params_only = est.total_bytes - max(temps, a0)
+    for b in range(max(b0 * 2, 1), 0, -1):
+        acts = max(0.0, base - fixed + slope * b)
+        if params_only + max(temps, acts) <= est.usable_bytes:
+            return f"{size.key} <= {b} fits (activations {human_bytes(slope)} per sample; {size.origin})"
+    return f"no {size.key} fits: weights, gradients and optimizer state alone take {human_bytes(params_only)}"
+
+
+def no_gpu_finding(path: str, card: Gpu) -> Finding:
+    return Finding(
+        path,
+        Span(1, 1, 1, 2),
+        "MEM503",
+        f"no GPU declared: budgets and shares are computed for a {card.name} "
+        "(set --gpu NAME, [tool.memlint] gpu, or a `gpu:` key in a config)",
+        severity="info",
+    )
