@@ -61,7 +61,8 @@ class SizeUse:
         shown = f"{self.value:g}" if isinstance(self.value, float) else f"{self.value:,}"
         where = f" ({self.origin})" if self.origin else ""
         key = f"{self.key} = " if self.key and self.key != self.symbol else ""
-        expansion = f"{self.expansion} = " if self.expansion and self.expansion != shown else ""
+        plain = shown.replace(",", "")
+        expansion = f"{self.expansion} = " if self.expansion and self.expansion not in (shown, plain) else ""
         return f"{self.symbol} = {key}{expansion}{shown}{where}"
 
 

@@ -173,6 +173,8 @@ class SizeTable:
         candidates = list(_GROUP_OF.get(name.lower(), ()))
         if name in LETTER_ALIASES:
             candidates = list(_GROUP_OF[LETTER_ALIASES[name]])
+        elif candidates:  # `--dim B=8` also declares the batch size: the shape letters of the group
+            candidates += [letter for letter, group in LETTER_ALIASES.items() if group == candidates[0]]
         for alias in candidates:
             found = self._leaf(alias)
             if found is not None:
