@@ -55,7 +55,7 @@ def test_never_raises_on_generated_programs(source):
         no_internal_error(engine.analyse_python(SOURCE, source, table, RunOptions(), SELECTED))
 
 
-@BOUNDED
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
 @given(hypothesmith.from_node())
 def test_never_raises_on_generated_syntax_trees(source):
     no_internal_error(engine.analyse_python(SOURCE, source, SIZED, RunOptions(), SELECTED))
@@ -74,7 +74,7 @@ def torch_programs(draw):
     return program
 
 
-@BOUNDED
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
 @given(torch_programs(), st.booleans())
 def test_never_raises_on_torch_code_with_noise(program, training):
     options = RunOptions(training=training)
@@ -94,7 +94,7 @@ def _fix_once(folder: Path, text: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
 @given(torch_programs())
 def test_unsafe_fixes_parse_and_are_idempotent(program):
     try:
