@@ -176,13 +176,18 @@ def hand_written_attention(ctx: FileContext):
         return
     # A module that dispatches to fused kernels (transformers' registry) keeps its eager function as a fallback.
     dispatches = "ALL_ATTENTION_FUNCTIONS" in ctx.module.text
+    softmax_modules = {"torch.nn.Softmax"}
     for func, info in ctx.module.iter_functions():
-        facts = ctx.facts(func, info)
-        if any(ctx.qualname(n.func) == SDPA for n in ast.walk(func) if isinstance(n, ast.Call)):
-            continue  # the eager path is a fallback beside the fused kernel
         if dispatches and func.name.startswith("eager"):
             continue  # transformers' `eager_attention_forward`: used only when eager attention is asked for
-        for node in ast.walk(func):
+        calls = [n for n in ast.walk(func) if isinstance(n, ast.Call)]
+        if any(ctx.qualname(n.func) == SDPA for n in calls):
+            continue  # the eager path is a fallback beside the fused kernel
+        candidates = [n for n in calls if _may_be_softmax(n, info, softmax_modules)]
+        if not candidates:
+            continue  # no softmax here: do not pay for shape tracking
+        facts = ctx.facts(func, info)
+        for node in candidates:
             scores = softmax_input(ctx, node, facts)
             if scores is None:
                 continue
@@ -190,6 +195,16 @@ def hand_written_attention(ctx: FileContext):
             if matmul is None:
                 continue
             yield from _price_attention(ctx, node, matmul, facts)
+
+
+def _may_be_softmax(call: ast.Call, info, softmax_modules: set[str]) -> bool:
+    """A cheap syntactic test before the real one (softmax_input needs the function's facts)."""
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    if "softmax" in name:
+        return True
+    sub = info.submodules.get(name) if info is not None and isinstance(func, ast.Attribute) else None
+    return sub is not None and sub.qualname in softmax_modules
 
 
 def _price_attention(ctx: FileContext, softmax: ast.Call, matmul: ast.AST, facts: FunctionFacts):

@@ -208,8 +208,21 @@ def _index_noqa(module: PythonModule) -> None:
             module.noqa_spans[number] = (m.start() + 1, m.end() + 1)
 
 
+def iter_statements(body: list[ast.stmt]):
+    """Every statement in a body, nested blocks included, without visiting expressions (much cheaper than
+    ast.walk: imports and `self.x = ...` are statements)."""
+    stack = list(reversed(body))
+    while stack:
+        node = stack.pop()
+        yield node
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            inner = getattr(node, name, None)
+            if inner:
+                stack.extend(reversed(inner))
+
+
 def _index_imports(module: PythonModule) -> None:
-    for node in ast.walk(module.tree):
+    for node in iter_statements(module.tree.body):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.asname:
@@ -236,7 +249,7 @@ def _index_class(module: PythonModule, node: ast.ClassDef) -> ClassInfo:
             info.fields[stmt.targets[0].id] = stmt.value
     ordered = sorted(info.methods.values(), key=lambda f: f.name != "__init__")
     for method in ordered:
-        for stmt in ast.walk(method):
+        for stmt in iter_statements(method.body):
             if isinstance(stmt, ast.Assign):
                 targets, value = stmt.targets, stmt.value
             elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
