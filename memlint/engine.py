@@ -18,6 +18,7 @@ from memlint.gpus import Gpu, find_gpu
 from memlint.parallel import analyse_files
 from memlint.settings import ConfigError, Settings
 from memlint.sizes import SizeTable, invalid_sizes
+from memlint.sources.hydra import compose_all
 from memlint.sources.python import parse_python
 from memlint.sources.yaml import ConfigFile, load_config
 
@@ -76,6 +77,15 @@ def check(
         findings.extend(
             Finding(source.relpath, Span(line, col, line, col + 1), "MEM907", message)
             for _key, line, col, message in invalid_sizes(config)
+        )
+
+    # Hydra: compose `defaults:` lists within their config directory (memlint/sources/hydra.py)
+    configs = compose_all(configs, {s.relpath: s.path for s in config_files}, settings.root)
+    for config in configs:
+        findings.extend(
+            Finding(config.path, Span(p.line, p.col, p.line, p.col + 1), p.code, p.message)
+            for p in config.problems
+            if p.message.startswith("Hydra defaults")
         )
 
     python_files = [f for f in files if f.kind == "python"]
