@@ -118,6 +118,8 @@ def size_use(role: str, q: Q) -> SizeUse:
     if not q.known:
         missing = ", ".join(q.missing)
         return SizeUse(role, None, keys if keys != role else "", f"missing {missing}")
+    if keys.replace(",", "").isdigit():
+        keys = role  # a number the code computed (an inferred -1): the origins say where its sizes came from
     key = keys if keys != role and q.uses else ""  # a literal in the code has no key to show
     return SizeUse(role, q.value, key, origins, values.replace("·", " x "))
 
