@@ -63,6 +63,7 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
     checkpointing: str = ""  # the key that declared it, if any
     files: list[str] = field(default_factory=list)
+    table: SizeTable | None = None  # the sizes it was computed at
 
     @property
     def usable_bytes(self) -> int:
@@ -405,6 +406,7 @@ def estimate(
         notes,
         checkpointing,
         sorted(modules),
+        table,
     )
 
 

@@ -91,9 +91,7 @@ def knob_rows(paths, settings, dims, gpu, py: list[str]) -> tuple[Estimate | Non
     base = estimate_at(paths, settings, dims, gpu, {}, py)
     if base is None:
         return None, []
-    from memlint.engine import check
-
-    table = check(paths, settings, dims=dims, gpu=gpu).table
+    table = base.table
     lines = []
     for alias, direction in (("batch_size", "largest"), ("seq_len", "largest")):
         size = table.lookup(alias) if table is not None else None
