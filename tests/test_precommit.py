@@ -96,7 +96,9 @@ def test_action_is_a_valid_composite_action():
 
 
 def snippets(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", DOCS.read_text(encoding="utf-8"), flags=re.S)
+    """Code blocks of the README and docs/integrations.md (the README carries the copy-paste snippets)."""
+    text = DOCS.read_text(encoding="utf-8") + (REPO / "README.md").read_text(encoding="utf-8")
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
 def test_docs_snippets_parse_and_name_real_hooks_and_settings(tmp_path):
@@ -117,14 +119,14 @@ def test_docs_snippets_parse_and_name_real_hooks_and_settings(tmp_path):
     ours = [step for step in steps if step.get("uses", "").startswith("memlint/memlint@")]
     assert ours and all(set(step.get("with", {})) <= action_inputs for step in ours)
     assert any(step.get("uses", "").startswith("github/codeql-action/upload-sarif@") for step in steps)
-    (toml_text,) = snippets("toml")
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
-    table = tomllib.loads(toml_text)["tool"]["memlint"]
-    settings = settings_from_table(table, tmp_path, "docs/integrations.md")
-    assert settings.configs == ["configs/train.yaml"] and settings.gpu
+    for toml_text in snippets("toml"):
+        table = tomllib.loads(toml_text)["tool"]["memlint"]
+        settings = settings_from_table(table, tmp_path, "README/docs")
+        assert settings.configs == ["configs/train.yaml"] and settings.gpu
 
 
 def test_single_python_file_still_reads_the_root_configs(tmp_path, monkeypatch):
