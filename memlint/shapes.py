@@ -557,11 +557,14 @@ class FunctionFacts:
                 if position >= len(base):
                     return None
                 if item.lower is None and item.upper is None:
-                    dims.append(base[position])
+                    extent = base[position]
                 else:
                     lower = self.size(item.lower) if item.lower is not None else Q.const(0)
                     upper = self.size(item.upper) if item.upper is not None else base[position]
-                    dims.append(upper - lower if (lower.known and upper.known) else Q.unknown("slice"))
+                    extent = upper - lower if (lower.known and upper.known) else Q.unknown("slice")
+                if item.step is not None:  # x[:, ::k] keeps every k-th: ⌈extent/k⌉
+                    extent = _ceil_div(extent, self.size(item.step))
+                dims.append(extent)
                 position += 1
             else:
                 self._infer(item)
@@ -660,6 +663,18 @@ def _einops_groups(side: str) -> list[list[str]] | None:
         else:
             groups.append([m.group(2)])
     return groups
+
+
+def _ceil_div(a: Q, b: Q) -> Q:
+    if b.value == 1 and not b.missing:
+        return Q(a.value, a.text, a.uses + b.uses, a.missing, a.atomic)
+    value = -(-a.value // b.value) if a.value is not None and b.value else None
+    return Q(
+        value,
+        f"⌈{a.text}/{b.text}⌉",
+        a.uses + tuple(u for u in b.uses if u not in a.uses),
+        a.missing + b.missing,
+    )
 
 
 def _broadcast(a: Shape, b: Shape) -> Shape:

@@ -205,3 +205,37 @@ def test_cli_concise_and_json(tmp_path, capsys):
     main([*args, "--output-format", "json"])
     (item,) = json.loads(capsys.readouterr().out)
     assert item["code"] == "MEM401" and item["cost"]["bytes"] == costs.eigh_bytes(7680, 19, 4)
+
+
+def test_refresh_interval_at_the_call_site_divides_the_matrices(tmp_path):
+    """Seed 000's fix: computing the encoding every k-th step (`adj[:, ::k]`) divides the eigh batch by k."""
+    (tmp_path / "pe.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class DynamicPE(nn.Module):\n"
+        "    def __init__(self, semi_dynamic_interval=1):\n"
+        "        super().__init__()\n"
+        "        self.k = semi_dynamic_interval\n\n"
+        "    def _pe(self, adj):\n"
+        "        B, T, N, _ = adj.shape\n"
+        "        return torch.linalg.eigh(adj.reshape(B * T, N, N))[1]\n\n"
+        "    def forward(self, adj):\n"
+        "        B, T, N, _ = adj.shape\n"
+        "        return self._pe(adj[:, :: self.k])\n"
+    )
+    (tmp_path / "c.yaml").write_text(
+        "training:\n  batch_size: 8\ndata:\n  num_timesteps: 960\ngraph:\n  num_nodes: 19\n"
+        "  semi_dynamic_interval: 10\n"
+    )
+
+    def priced(*dims):
+        from memlint.engine import check
+        from memlint.settings import Settings
+
+        report = check([str(tmp_path)], Settings(root=tmp_path), dims=dict(dims))
+        (finding,) = [f for f in report.findings if f.code == "MEM401"]
+        return finding.cost.bytes
+
+    every_tenth = priced(("N", "graph.num_nodes"))
+    every_step = priced(("N", "graph.num_nodes"), ("semi_dynamic_interval", 1))
+    assert every_step == 7680 * (6 * 19 * 19 + 19) * 4  # COSTMODEL: 64.0 MiB for 7,680 matrices
+    assert every_tenth == 768 * (6 * 19 * 19 + 19) * 4

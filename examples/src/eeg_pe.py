@@ -65,8 +65,9 @@ class DynamicPEGNN(nn.Module):
         if not self.use_dynamic_pe:
             return self._compute_dynamic_pe_vectorized(adj.mean(dim=1, keepdim=True)).expand(
                 -1, adj.size(1), -1, -1)
+        B, T, N, _ = adj.shape
         k = self.semi_dynamic_interval
-        pe = self._compute_dynamic_pe_vectorized(adj[:, ::k])
+        pe = self._compute_dynamic_pe_vectorized(adj[:, ::k])  # every k-th snapshot: B x ceil(T/k) graphs
         return pe.repeat_interleave(k, dim=1)[:, : adj.size(1)]
 
     def _gnn_forward(self, h, adj, pe):

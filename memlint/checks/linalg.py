@@ -44,9 +44,58 @@ def eigendecompositions(ctx: FileContext):
         calls = [n for n in ast.walk(func) if isinstance(n, ast.Call) and _is_eig(ctx, n)]
         if not calls:
             continue
-        facts = ctx.facts(func, info)
+        sites = list(_call_site_views(ctx, func, info))
+        alone = ctx.facts(func, info)
         for call in calls:
-            yield from _price(ctx, facts, call)
+            # Priced as its call sites run it (the largest of them: the peak), else as the function alone.
+            at_sites = [f for facts in sites for f in _price(ctx, facts, call)]
+            yield from _largest(at_sites if _any_priced(at_sites) else list(_price(ctx, alone, call)))
+
+
+def _any_priced(findings: list) -> bool:
+    return any(f.cost is not None and f.cost.bytes is not None for f in findings)
+
+
+def _call_site_views(ctx: FileContext, func: ast.FunctionDef, info, depth: int = 0):
+    """The function as each call site in this file runs it (`self._pe(adj[:, ::k])`), callers' callers
+    included: the arguments' shapes decide how many matrices there are, which the function alone cannot tell."""
+    if depth > 1:
+        return
+    for caller, caller_info in ctx.module.iter_functions():
+        if caller is func or (info is not None and caller_info is not info):
+            continue
+        if not any(isinstance(n, ast.Call) and _calls(n, func, info) for n in ast.walk(caller)):
+            continue
+        caller_views = [
+            ctx.facts(caller, caller_info),
+            *_call_site_views(ctx, caller, caller_info, depth + 1),
+        ]
+        for view in caller_views:
+            for node in ast.walk(caller):
+                if isinstance(node, ast.Call) and _calls(node, func, info):
+                    seeded = view.callee_facts(node)
+                    if seeded is not None:
+                        yield seeded
+
+
+def _calls(node: ast.Call, func: ast.FunctionDef, info) -> bool:
+    target = node.func
+    if isinstance(target, ast.Name):
+        return target.id == func.name and info is None
+    return (
+        isinstance(target, ast.Attribute)
+        and target.attr == func.name
+        and isinstance(target.value, ast.Name)
+        and target.value.id == "self"
+    )
+
+
+def _largest(findings: list):
+    """One finding per call: the largest resolved price among the views (the peak), else the first."""
+    if not findings:
+        return
+    priced = [f for f in findings if f.cost is not None and f.cost.bytes is not None]
+    yield max(priced, key=lambda f: f.cost.bytes) if priced else findings[0]
 
 
 def _is_eig(ctx: FileContext, call: ast.Call) -> bool:
