@@ -104,7 +104,9 @@ def check(
             found.extend(analyse_files(profile.files, settings, profile.table, profile.options, selected))
         kept = finish(found, settings, profile.gpu, selected)
         findings.extend(kept)
-        if profile.files:  # the whole-run budget: MEM501/MEM502 (memlint/budget.py)
+        # The whole-run budget (MEM501/MEM502, memlint/budget.py) needs to know what a run is: with neither
+        # configs nor dims (a library scanned as it is) there is no run to add up.
+        if profile.files and profile.declared:
             extra, estimate = budget_findings(profile, kept, settings, selected)
             findings.extend(finish(extra, settings, profile.gpu, selected))
             budgets.append(estimate)
@@ -131,6 +133,7 @@ class Profile:
     gpu: Gpu
     notes: list[str]
     is_global: bool
+    declared: bool = True  # configs or dims say what run these files make up (else no whole-run budget)
 
 
 def _profiles(python_files, configs: list[ConfigFile], settings: Settings, dims: dict, cli_gpu: str | None):
@@ -164,7 +167,9 @@ def _profiles(python_files, configs: list[ConfigFile], settings: Settings, dims:
             notes.append(
                 f"no GPU declared: costs are shares of a {card.name} (set --gpu NAME or [tool.memlint] gpu)"
             )
-        profiles.append(Profile(members, table, run_options(settings, table), card, notes, key == ()))
+        declared = bool(own or shared or dims or settings.dims)
+        options = run_options(settings, table)
+        profiles.append(Profile(members, table, options, card, notes, key == (), declared))
     return profiles
 
 

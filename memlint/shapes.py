@@ -298,8 +298,8 @@ class FunctionFacts:
     def _infer(self, node: ast.AST) -> Shape | None:
         try:
             shape = self._infer_inner(node)
-        except RecursionError:
-            shape = None
+        except (RecursionError, IndexError, KeyError, TypeError, ValueError, ZeroDivisionError):
+            shape = None  # code the tracker does not model (ranks that do not line up, ...): no shape
         if shape is not None:
             self.shapes[id(node)] = shape
         return shape
@@ -578,8 +578,8 @@ class FunctionFacts:
             return None
         if isinstance(seq, (ast.List, ast.Tuple)) and seq.elts:
             parts = [self._infer(e) for e in seq.elts]
-            if any(p is None for p in parts):
-                return None
+            if any(p is None for p in parts) or len({len(p) for p in parts}) != 1:
+                return None  # unknown, or ranks that differ (broadcast in user code): no shape
             count = Q.const(len(parts))
             first = parts[0]
         else:

@@ -266,3 +266,29 @@ def test_a_dim_can_name_the_config_key_a_shape_letter_stands_for(project):
     _, out, _ = run(["src", "--output-format", "json"], project)
     sizes = {s["symbol"]: s for s in mem201(out)["cost"]["sizes"]}
     assert sizes["Nq"]["value"] == 3250 and "configs/train.yaml:7" in sizes["Nq"]["origin"]
+
+
+def test_shapes_the_tracker_does_not_model_are_unknown_not_a_crash(tmp_path):
+    """Found on transformers' gemma3n: torch.cat over tensors of different rank once raised IndexError."""
+    (tmp_path / "m.py").write_text(
+        "import torch\n\n"
+        "def f(x):\n"
+        "    a = x.view(4, 8, 16)\n"
+        "    b = x.view(4, 128)\n"
+        "    c = torch.cat([a, b], dim=2)\n"
+        "    return torch.softmax(c @ c.transpose(-2, -1), dim=-1)\n"
+    )
+    _, out, err = run(["m.py", "--no-config", "--output-format", "concise"], tmp_path)
+    assert "MEM900" not in out and "Traceback" not in err
+
+
+def test_no_whole_run_budget_for_code_without_configs_or_dims(tmp_path):
+    """A library scanned as it is (no config, no dims) is not one training run: no MEM501 sum over it."""
+    body = "import torch.nn as nn\n\nclass Big(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+    body += "        self.table = nn.Embedding(32000, 65536)\n"  # 2.1B parameters: 33.6 GB with Adam
+    (tmp_path / "a.py").write_text(body)
+    (tmp_path / "b.py").write_text(body)
+    _, out, _ = run([".", "--no-config", "--output-format", "concise"], tmp_path)
+    assert "MEM301" in out and "MEM501" not in out
+    _, out, _ = run([".", "--no-config", "--output-format", "concise", "--dim", "batch_size=1"], tmp_path)
+    assert "MEM501" in out  # once a run is declared, it is added up
