@@ -72,3 +72,48 @@ def test_sdpa_fix_lowers_the_peak_by_the_estimate(tmp_path, capsys, tokens):
     saved = peak_before - peak_after
     print(f"N={tokens}: measured saving {saved:,} B, estimate {estimate:,} B ({saved / estimate - 1:+.1%})")
     assert abs(saved - estimate) <= 0.15 * estimate, (saved, estimate)
+
+
+MHA = textwrap.dedent(
+    """
+    from torch import nn
+
+
+    class Block(nn.Module):
+        def __init__(self, embed_dim=64, num_heads=4):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
+
+        def forward(self, x):
+            out, _ = self.attn(x, x, x)
+            return out
+    """
+)
+
+
+@pytest.mark.parametrize("tokens", [512, 1024])
+def test_need_weights_fix_lowers_the_peak_by_the_estimate(tmp_path, capsys, tokens):
+    path = tmp_path / "block.py"
+    path.write_text(MHA)
+    dims = ["--dim", "B=2", "--dim", f"N={tokens}", "--no-config", "--show-info"]
+    main(["check", str(path), *dims, "--output-format", "json"])
+    (finding,) = [f for f in json.loads(capsys.readouterr().out) if f["code"] == "MEM202"]
+    estimate = finding["cost"]["bytes"]
+
+    main(["check", str(path), *dims, "--fix"])
+    capsys.readouterr()
+    fixed = path.read_text()
+    assert "need_weights=False" in fixed
+
+    namespace_before: dict = {}
+    namespace_after: dict = {}
+    exec(compile(MHA, "block.py", "exec"), namespace_before)  # our own test source
+    exec(compile(fixed, "block.py", "exec"), namespace_after)
+    torch.manual_seed(0)
+    before, after = namespace_before["Block"](), namespace_after["Block"]()
+    after.load_state_dict(before.state_dict())
+    x = torch.randn(2, tokens, 64, requires_grad=True)
+    torch.testing.assert_close(after(x), before(x))
+    saved = measure_forward_backward(before, x).peak_bytes - measure_forward_backward(after, x).peak_bytes
+    print(f"N={tokens}: measured saving {saved:,} B, estimate {estimate:,} B ({saved / estimate - 1:+.1%})")
+    assert abs(saved - estimate) <= 0.15 * estimate, (saved, estimate)

@@ -644,9 +644,10 @@ def _resolve_tokens(ctx: FileContext, shape, batch_first=True, computed=False) -
         if table is not None:
             n = table
             source = "the size table (the input's shape here is unresolved)"
-        elif n is None:
-            n = Q.unknown("N")
-            source = "unresolved"
+        elif n is None or not n.known:
+            declared = ctx.evaluator.size("N") or ctx.evaluator.size("tokens")  # --dim N=... names the count
+            n = declared or Q.unknown("N")
+            source = "a declared size (--dim N / tokens)" if declared else "unresolved"
     if b is None or not b.known:
         b = _table_batch(ctx) if b is None or b.missing else b
     return _as("B", b), _as("N", n), source
