@@ -65,6 +65,7 @@ class FileContext:
     table: SizeTable
     options: RunOptions = field(default_factory=RunOptions)
     _facts: dict[int, FunctionFacts] = field(default_factory=dict)
+    _walked: dict[tuple, list] = field(default_factory=dict)
     _evaluator: Evaluator | None = None
 
     @property
@@ -80,6 +81,13 @@ class FileContext:
                 info = self.module.enclosing_class(func)
             self._facts[key] = FunctionFacts.build(self.module, func, info, self.evaluator)
         return self._facts[key]
+
+    def calls(self, func: ast.AST) -> list[ast.Call]:
+        """Every call inside a function, walked once per function for all the checks that ask."""
+        key = ("calls", id(func))
+        if key not in self._walked:
+            self._walked[key] = [n for n in ast.walk(func) if isinstance(n, ast.Call)]
+        return self._walked[key]
 
     def qualname(self, node: ast.AST) -> str:
         return self.module.qualname(node) or ""

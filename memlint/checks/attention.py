@@ -180,7 +180,7 @@ def hand_written_attention(ctx: FileContext):
     for func, info in ctx.module.iter_functions():
         if dispatches and func.name.startswith("eager"):
             continue  # transformers' `eager_attention_forward`: used only when eager attention is asked for
-        calls = [n for n in ast.walk(func) if isinstance(n, ast.Call)]
+        calls = ctx.calls(func)
         if any(ctx.qualname(n.func) == SDPA for n in calls):
             continue  # the eager path is a fallback beside the fused kernel
         candidates = [n for n in calls if _may_be_softmax(n, info, softmax_modules)]
@@ -357,7 +357,7 @@ def attention_classes(ctx: FileContext) -> dict[str, str]:
     for name, info in ctx.module.classes.items():
         if not info.is_module:
             continue
-        source = ast.get_source_segment(ctx.module.text, info.node) or ""
+        source = ctx.module.source_lines(info.node)
         if any(marker in source for marker in FUSED_MARKERS):
             continue
         if any(word in name.lower() for word in (*NOT_SELF_ATTENTION_WORDS, *NOT_QUADRATIC_WORDS)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 
 from memlint import cost as costs
 from memlint.checks import FileContext, check, missing_note, size_use
@@ -35,13 +36,15 @@ WORKSPACE_NOTE = (
 )
 
 
+DECOMPOSITION_WORDS = re.compile(r"\b(eigh|eigvalsh|eig|eigvals|svd|svdvals|symeig|lobpcg)\b")
+
+
 @check("MEM401", "MEM402")
 def eigendecompositions(ctx: FileContext):
-    text = ctx.module.text
-    if not any(word in text for word in ("eig", "svd", "lobpcg")):
+    if not DECOMPOSITION_WORDS.search(ctx.module.text):  # "eig" alone matches every "weight" and "height"
         return
     for func, info in ctx.module.iter_functions():
-        calls = [n for n in ast.walk(func) if isinstance(n, ast.Call) and _is_eig(ctx, n)]
+        calls = [n for n in ctx.calls(func) if _is_eig(ctx, n)]
         if not calls:
             continue
         sites = list(_call_site_views(ctx, func, info))

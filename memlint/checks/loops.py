@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 
 from memlint import cost as costs
 from memlint.checks import FileContext, check, make_cost, missing_note
@@ -70,10 +71,13 @@ MATMUL_LIKE = {"torch.nn.Linear", "torch.nn.LazyLinear", "torch.nn.Bilinear"}
 # --- MEM101 ----------------------------------------------------------------------------------------------
 
 
+STACK_WORDS = re.compile(r"\b(stack|cat|concat|concatenate|vstack|hstack)\s*\(")
+
+
 @check("MEM101")
 def loop_accumulation(ctx: FileContext):
     text = ctx.module.text
-    if "for " not in text or not any(word in text for word in ("stack", "cat", "concat")):
+    if "for " not in text or not STACK_WORDS.search(text):  # "cat" alone matches "category", "concat_" ...
         return
     for func, info in ctx.module.iter_functions():
         stacks = _stacked_lists(ctx, func)
@@ -93,8 +97,8 @@ def loop_accumulation(ctx: FileContext):
 def _stacked_lists(ctx: FileContext, func: ast.FunctionDef) -> dict[str, ast.Call]:
     """Local lists later passed to torch.stack / torch.cat: name → that call."""
     found = {}
-    for node in ast.walk(func):
-        if isinstance(node, ast.Call) and ctx.qualname(node.func) in STACK_FUNCS and node.args:
+    for node in ctx.calls(func):
+        if ctx.qualname(node.func) in STACK_FUNCS and node.args:
             seq = node.args[0]
             if (
                 isinstance(seq, ast.Call)
@@ -153,8 +157,8 @@ def _has_stacked_comprehension(ctx: FileContext, func: ast.FunctionDef) -> bool:
 
 def _stacked_comprehensions(ctx: FileContext, func: ast.FunctionDef):
     """`torch.stack([f(x[:, t]) for t in range(T)], 1)`: (the comprehension, the stack call)."""
-    for node in ast.walk(func):
-        if isinstance(node, ast.Call) and node.args and ctx.qualname(node.func) in STACK_FUNCS:
+    for node in ctx.calls(func):
+        if node.args and ctx.qualname(node.func) in STACK_FUNCS:
             seq = node.args[0]
             if isinstance(seq, (ast.ListComp, ast.GeneratorExp)) and len(seq.generators) == 1:
                 yield seq, node

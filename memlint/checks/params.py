@@ -83,12 +83,13 @@ def _show(q: Q) -> str:
 
 
 def count_parameters(ctx: FileContext) -> list[ParamGroup]:
-    """Every parameter-holding constructor of the file, with sizes evaluated where it is built."""
-    groups = []
+    """Every parameter-holding constructor of the file, with sizes evaluated where it is built (once per file:
+    MEM301, MEM302 and the budget all ask)."""
+    if "parameter_groups" in ctx.__dict__:
+        return ctx.__dict__["parameter_groups"]
+    groups = ctx.__dict__["parameter_groups"] = []
     for func, info in ctx.module.iter_functions():
-        for node in ast.walk(func):
-            if not isinstance(node, ast.Call):
-                continue
+        for node in ctx.calls(func):
             name = ctx.qualname(node.func)
             if name not in PARAM_KINDS or _inside_parameter(ctx, node, name):
                 continue
@@ -100,8 +101,10 @@ def count_parameters(ctx: FileContext) -> list[ParamGroup]:
 
 def _inside_parameter(ctx: FileContext, node: ast.Call, name: str) -> bool:
     """An nn.Linear(...).weight wrapped again in nn.Parameter is counted once, as the Linear."""
+    if name != PARAMETER:
+        return False
     parent = ctx.module.parent(node)
-    return name == PARAMETER and isinstance(parent, ast.Call) and ctx.qualname(parent.func) == PARAMETER
+    return isinstance(parent, ast.Call) and ctx.qualname(parent.func) == PARAMETER
 
 
 def _group(ctx: FileContext, node: ast.Call, name: str, func, info) -> ParamGroup | None:

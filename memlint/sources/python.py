@@ -114,6 +114,7 @@ class PythonModule:
     noqa_spans: dict[int, tuple[int, int]] = field(default_factory=dict)  # line -> (col, end col) of comment
     file_noqa: bool = False
     _parents: dict[int, ast.AST] | None = None
+    _lines: list[str] | None = None
 
     # --- names ---------------------------------------------------------------------------------
 
@@ -137,6 +138,13 @@ class PythonModule:
 
     def call_name(self, node: ast.AST) -> str | None:
         return self.qualname(node.func) if isinstance(node, ast.Call) else None
+
+    def source_lines(self, node: ast.AST) -> str:
+        """The whole lines a node spans (cheap: ast.get_source_segment splits the whole file on every call)."""
+        if self._lines is None:
+            self._lines = self.text.splitlines()
+        end = getattr(node, "end_lineno", None) or node.lineno
+        return "\n".join(self._lines[node.lineno - 1 : end])
 
     def parent(self, node: ast.AST) -> ast.AST | None:
         if self._parents is None:
