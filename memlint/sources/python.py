@@ -115,6 +115,7 @@ class PythonModule:
     file_noqa: bool = False
     _parents: dict[int, ast.AST] | None = None
     _lines: list[str] | None = None
+    _function_parents: dict[int, dict[int, ast.AST]] = field(default_factory=dict)
 
     # --- names ---------------------------------------------------------------------------------
 
@@ -147,12 +148,23 @@ class PythonModule:
         return "\n".join(self._lines[node.lineno - 1 : end])
 
     def parent(self, node: ast.AST) -> ast.AST | None:
+        """The node's parent. Nodes inside a function are looked up in that function's own map (built on
+        first use), so a file pays only for the functions the checks climb in, not for the whole tree."""
+        line = getattr(node, "lineno", None)
+        if line is not None:
+            for func, _ in self.iter_functions():
+                if func is not node and func.lineno <= line <= (func.end_lineno or func.lineno):
+                    found = self._parent_map(func).get(id(node))
+                    if found is not None:
+                        return found
         if self._parents is None:
-            self._parents = {}
-            for outer in ast.walk(self.tree):
-                for child in ast.iter_child_nodes(outer):
-                    self._parents[id(child)] = outer
+            self._parents = _parents_of(self.tree)
         return self._parents.get(id(node))
+
+    def _parent_map(self, func: ast.AST) -> dict[int, ast.AST]:
+        if id(func) not in self._function_parents:
+            self._function_parents[id(func)] = _parents_of(func)
+        return self._function_parents[id(func)]
 
     def enclosing_class(self, func: ast.FunctionDef) -> ClassInfo | None:
         for info in self.classes.values():
@@ -175,6 +187,14 @@ class PythonModule:
         if codes is None:
             return True
         return code in codes
+
+
+def _parents_of(root: ast.AST) -> dict[int, ast.AST]:
+    parents: dict[int, ast.AST] = {}
+    for outer in ast.walk(root):
+        for child in ast.iter_child_nodes(outer):
+            parents[id(child)] = outer
+    return parents
 
 
 def parse_python(path: str, text: str) -> PythonModule:
