@@ -8,32 +8,11 @@ import sys
 import textwrap
 
 import pytest
+from seed_models import SPATIO_TEMPORAL
 
 from memlint.cli import main
 
-ATTENTION = textwrap.dedent(
-    """
-    import math
-    import torch.nn as nn
-    from torch.nn import functional as F
-
-    class SpatioTemporal(nn.Module):
-        def __init__(self, d_model, n_heads, dropout=0.1):
-            super().__init__()
-            self.n_heads = n_heads
-            self.head_dim = d_model // n_heads
-            self.qkv = nn.Linear(d_model, 3 * d_model)
-            self.drop = nn.Dropout(dropout)
-
-        def forward(self, x):
-            B, T, N, D = x.shape
-            tokens = x.reshape(B, T * N, D)
-            q, k, v = self.qkv(tokens).view(B, T * N, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
-            weights = self.drop(F.softmax(scores, dim=-1))
-            return weights @ v
-    """
-)
+ATTENTION = SPATIO_TEMPORAL
 CONFIG = textwrap.dedent(
     """
     training:

@@ -4,35 +4,15 @@ from __future__ import annotations
 
 import io
 import json
-import textwrap
 
 import pytest
+from seed_models import SPATIO_TEMPORAL_NO_DROPOUT
 
 import memlint
 from memlint.cli import build_parser, main
 from memlint.settings import load_settings
 
-MODEL = textwrap.dedent(
-    """
-    import math
-    import torch.nn as nn
-    from torch.nn import functional as F
-
-    class Attn(nn.Module):
-        def __init__(self, d_model, n_heads):
-            super().__init__()
-            self.n_heads = n_heads
-            self.head_dim = d_model // n_heads
-            self.qkv = nn.Linear(d_model, 3 * d_model)
-
-        def forward(self, x):
-            B, T, N, D = x.shape
-            tokens = x.reshape(B, T * N, D)
-            q, k, v = self.qkv(tokens).view(B, T * N, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
-            return F.softmax(scores, dim=-1) @ v
-    """
-)
+MODEL = SPATIO_TEMPORAL_NO_DROPOUT
 FLAGGED_LINE = next(n for n, line in enumerate(MODEL.splitlines(), 1) if "F.softmax" in line)
 CONFIG = "training:\n  batch_size: 16\ndata:\n  seq_len: 250\nmodel:\n  d_model: 128\n  n_heads: 8\n"
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import textwrap
 
 import pytest
+from seed_models import SPATIO_TEMPORAL_NO_DROPOUT
 
 from memlint.cli import main
 from memlint.engine import Report
@@ -14,27 +14,7 @@ from memlint.gpus import find_gpu
 from memlint.report.github import escape_data, escape_property, render
 from memlint.settings import Settings
 
-MODEL = textwrap.dedent(
-    """
-    import math
-    import torch.nn as nn
-    from torch.nn import functional as F
-
-    class Attn(nn.Module):
-        def __init__(self, d_model, n_heads):
-            super().__init__()
-            self.n_heads = n_heads
-            self.head_dim = d_model // n_heads
-            self.qkv = nn.Linear(d_model, 3 * d_model)
-
-        def forward(self, x):
-            B, T, N, D = x.shape
-            tokens = x.reshape(B, T * N, D)
-            q, k, v = self.qkv(tokens).view(B, T * N, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
-            return F.softmax(scores, dim=-1) @ v
-    """
-)
+MODEL = SPATIO_TEMPORAL_NO_DROPOUT
 CONFIG = "training:\n  batch_size: 16\ndata:\n  seq_len: 250\nmodel:\n  d_model: 128\n  n_heads: 8\n"
 COMMAND = re.compile(r"^::(error|warning|notice) (?P<props>[^:]*)::(?P<message>.*)$")
 

@@ -8,39 +8,17 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
+from seed_models import SPATIO_TEMPORAL
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "schemas"
 DOCS = REPO / "docs" / "integrations.md"
 
-MODEL = textwrap.dedent(
-    """
-    import math
-    import torch.nn as nn
-    from torch.nn import functional as F
-
-    class SpatioTemporal(nn.Module):
-        def __init__(self, d_model, n_heads, dropout=0.1):
-            super().__init__()
-            self.n_heads = n_heads
-            self.head_dim = d_model // n_heads
-            self.qkv = nn.Linear(d_model, 3 * d_model)
-            self.drop = nn.Dropout(dropout)
-
-        def forward(self, x):
-            B, T, N, D = x.shape
-            tokens = x.reshape(B, T * N, D)
-            q, k, v = self.qkv(tokens).view(B, T * N, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
-            weights = self.drop(F.softmax(scores, dim=-1))
-            return weights @ v
-    """
-)
+MODEL = SPATIO_TEMPORAL
 CONFIG = "training:\n  batch_size: 16\ndata:\n  seq_len: 250\nmodel:\n  d_model: 128\n  n_heads: 8\n"
 PYPROJECT = (
     '[tool.memlint]\ngpu = "RTX 4090"\nconfigs = ["configs/train.yaml"]\n[tool.memlint.dims]\nN = 13\n'
