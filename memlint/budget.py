@@ -417,6 +417,11 @@ def _per(value: int, count: int) -> str:
 # --- the rules ----------------------------------------------------------------------------------------
 
 
+# A training run is one model and its helpers: the budget parses every file of the profile again and keeps
+# them, so it refuses trees that are libraries rather than runs (memory stays bounded).
+MAX_RUN_FILES = 1000
+
+
 def budget_findings(
     profile, found: list[Finding], settings, selected: set[str]
 ) -> tuple[list[Finding], Estimate]:

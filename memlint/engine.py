@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memlint import catalogue
-from memlint.budget import budget_findings, no_gpu_finding
+from memlint.budget import MAX_RUN_FILES, budget_findings, no_gpu_finding
 from memlint.checks import FileContext, RunOptions, registered
 from memlint.cost import DTYPE_BYTES, normalise_optimizer
 from memlint.files import SourceFile, Unreadable, discover, excluded, read_text, relative
@@ -96,7 +96,8 @@ def check(
     early, findings = findings, []
     budgets: list = []
     undeclared = False
-    for profile in _profiles(python_files, configs, settings, dims or {}, gpu):
+    explicit = frozenset(source.relpath for source in config_files if source.explicit)
+    for profile in _profiles(python_files, configs, settings, dims or {}, gpu, explicit):
         found = list(_conflicts(profile.table))
         for source in profile.files if stdin is not None else ():
             found.extend(analyse_python(source, stdin[1], profile.table, profile.options, selected))
@@ -106,10 +107,16 @@ def check(
         findings.extend(kept)
         # The whole-run budget (MEM501/MEM502, memlint/budget.py) needs to know what a run is: with neither
         # configs nor dims (a library scanned as it is) there is no run to add up.
-        if profile.files and profile.declared:
+        if profile.files and profile.declared and len(profile.files) > MAX_RUN_FILES:
+            profile.notes.append(
+                f"whole-run budget skipped: {len(profile.files):,} files are more than one training run "
+                f"(at most {MAX_RUN_FILES:,}; give each model its configs with per-file-configs)"
+            )
+        elif profile.files and profile.declared:
             extra, estimate = budget_findings(profile, kept, settings, selected)
             findings.extend(finish(extra, settings, profile.gpu, selected))
             budgets.append(estimate)
+        if profile.files:
             undeclared = undeclared or any("no GPU declared" in n for n in profile.notes)
         if report_gpu is None or profile.is_global:
             report_gpu, report_table = profile.gpu, profile.table
@@ -136,7 +143,14 @@ class Profile:
     declared: bool = True  # configs or dims say what run these files make up (else no whole-run budget)
 
 
-def _profiles(python_files, configs: list[ConfigFile], settings: Settings, dims: dict, cli_gpu: str | None):
+def _profiles(
+    python_files,
+    configs: list[ConfigFile],
+    settings: Settings,
+    dims: dict,
+    cli_gpu: str | None,
+    explicit: frozenset[str] = frozenset(),
+):
     """Split the files by the configs that size them: `per-file-configs` globs first, the rest share the others."""
     claimed = {
         relative(settings.root / c, settings.root)
@@ -167,7 +181,10 @@ def _profiles(python_files, configs: list[ConfigFile], settings: Settings, dims:
             notes.append(
                 f"no GPU declared: costs are shares of a {card.name} (set --gpu NAME or [tool.memlint] gpu)"
             )
-        declared = bool(own or shared or dims or settings.dims)
+        # A run is declared by dims, by a config named on the command line or in the settings, or by configs
+        # that give a batch size: stray YAML found while walking a library is not one.
+        named = any(c.path in explicit for c in (*own, *shared))
+        declared = bool(dims or settings.dims or named or table.numeric("batch_size") is not None)
         options = run_options(settings, table)
         profiles.append(Profile(members, table, options, card, notes, key == (), declared))
     return profiles

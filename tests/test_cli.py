@@ -271,3 +271,25 @@ def test_no_whole_run_budget_for_code_without_configs_or_dims(tmp_path):
     assert "MEM301" in out and "MEM501" not in out
     _, out, _ = run([".", "--no-config", "--output-format", "concise", "--dim", "batch_size=1"], tmp_path)
     assert "MEM501" in out  # once a run is declared, it is added up
+
+
+def test_stray_yaml_in_a_library_does_not_make_it_a_run(tmp_path):
+    """Found scanning site-packages: a package's own YAML files are not a training config."""
+    body = "import torch.nn as nn\n\nclass Big(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+    (tmp_path / "a.py").write_text(body + "        self.table = nn.Embedding(32000, 65536)\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "data.yaml").write_text("name: something\nitems: [1, 2]\n")
+    _, out, _ = run([".", "--no-config", "--output-format", "concise"], tmp_path)
+    assert "MEM301" in out and "MEM501" not in out
+
+
+def test_whole_run_budget_refuses_a_tree_too_large_to_be_one_run(tmp_path, monkeypatch):
+    import memlint
+    from memlint import budget, engine
+
+    monkeypatch.setattr(engine, "MAX_RUN_FILES", 2)
+    assert budget.MAX_RUN_FILES >= 1000
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.py").write_text("import torch.nn as nn\nlayer = nn.Linear(8, 8)\n")
+    report = memlint.check([str(tmp_path)], memlint.Settings(root=tmp_path), dims={"batch_size": 4})
+    assert not report.budgets and any("whole-run budget skipped: 3 files" in n for n in report.notes)
