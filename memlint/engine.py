@@ -62,31 +62,8 @@ def check(
     findings: list[Finding] = [_unreadable(p) for p in problems]
 
     config_files = _config_sources(files, settings, exclude)
-    configs: list[ConfigFile] = []
-    for source in config_files:
-        text, problem = read_text(source, settings.max_file_size)
-        if problem is not None:
-            findings.append(_unreadable(problem))
-            continue
-        config = load_config(source.relpath, text)
-        configs.append(config)
-        findings.extend(
-            Finding(source.relpath, Span(p.line, p.col, p.line, p.col + 1), p.code, p.message)
-            for p in config.problems
-        )
-        findings.extend(
-            Finding(source.relpath, Span(line, col, line, col + 1), "MEM907", message)
-            for _key, line, col, message in invalid_sizes(config)
-        )
-
-    # Hydra: compose `defaults:` lists within their config directory (memlint/sources/hydra.py)
-    configs = compose_all(configs, {s.relpath: s.path for s in config_files}, settings.root)
-    for config in configs:
-        findings.extend(
-            Finding(config.path, Span(p.line, p.col, p.line, p.col + 1), p.code, p.message)
-            for p in config.problems
-            if p.message.startswith("Hydra defaults")
-        )
+    configs, config_findings = _read_configs(config_files, settings)
+    findings.extend(config_findings)
 
     python_files = [f for f in files if f.kind == "python"]
     if stdin is not None:
@@ -128,6 +105,38 @@ def check(
     findings = finish(early + findings, settings, report_gpu, selected, assign=False)
     names = sorted({f.relpath for f in files} | ({stdin[0]} if stdin else set()))
     return Report(findings, names, report_gpu, settings, notes, report_table, configs, budgets)
+
+
+def _read_configs(
+    config_files: list[SourceFile], settings: Settings
+) -> tuple[list[ConfigFile], list[Finding]]:
+    """Load every YAML config (problems become findings), then compose Hydra `defaults:` lists."""
+    configs: list[ConfigFile] = []
+    findings: list[Finding] = []
+    for source in config_files:
+        text, problem = read_text(source, settings.max_file_size)
+        if problem is not None:
+            findings.append(_unreadable(problem))
+            continue
+        config = load_config(source.relpath, text)
+        configs.append(config)
+        findings.extend(
+            Finding(source.relpath, Span(p.line, p.col, p.line, p.col + 1), p.code, p.message)
+            for p in config.problems
+        )
+        findings.extend(
+            Finding(source.relpath, Span(line, col, line, col + 1), "MEM907", message)
+            for _key, line, col, message in invalid_sizes(config)
+        )
+    # Hydra: compose `defaults:` lists within their config directory (memlint/sources/hydra.py)
+    configs = compose_all(configs, {s.relpath: s.path for s in config_files}, settings.root)
+    for config in configs:
+        findings.extend(
+            Finding(config.path, Span(p.line, p.col, p.line, p.col + 1), p.code, p.message)
+            for p in config.problems
+            if p.message.startswith("Hydra defaults")
+        )
+    return configs, findings
 
 
 @dataclass
