@@ -8,6 +8,7 @@ from memlint import cost as costs
 from memlint.checks import FileContext, check, make_cost, missing_note, size_use
 from memlint.findings import SizeUse
 from memlint.shapes import FunctionFacts
+from memlint.sources.python import range_length
 from memlint.symbolic import Q, Scope, product
 
 SOFTMAX_FUNCS = {
@@ -394,7 +395,7 @@ def _constructions(ctx: FileContext, expr: ast.AST, wanted, counts=()):
         for arg in [*expr.args, *(kw.value for kw in expr.keywords)]:
             yield from _constructions(ctx, arg, wanted, counts)
     elif isinstance(expr, (ast.ListComp, ast.GeneratorExp)):
-        lengths = tuple(_loop_length(gen.iter) for gen in expr.generators)
+        lengths = tuple(range_length(gen.iter) for gen in expr.generators)
         yield from _constructions(ctx, expr.elt, wanted, (*counts, *lengths))
     elif isinstance(expr, (ast.List, ast.Tuple)):
         for elt in expr.elts:
@@ -403,15 +404,6 @@ def _constructions(ctx: FileContext, expr: ast.AST, wanted, counts=()):
         yield from _constructions(ctx, expr.value, wanted, counts)
     elif isinstance(expr, ast.IfExp):
         yield from _constructions(ctx, expr.body, wanted, counts)
-
-
-def _loop_length(expr: ast.expr) -> ast.expr:
-    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id == "range":
-        if len(expr.args) == 1:
-            return expr.args[0]
-        if len(expr.args) == 2:
-            return ast.BinOp(left=expr.args[1], op=ast.Sub(), right=expr.args[0])
-    return ast.Call(func=ast.Name("len", ast.Load()), args=[expr], keywords=[])
 
 
 class Use:

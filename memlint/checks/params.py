@@ -15,7 +15,7 @@ from memlint import cost as costs
 from memlint.checks import FileContext, check, make_cost, missing_note
 from memlint.findings import SizeUse
 from memlint.sizes import canonical
-from memlint.sources.python import ClassInfo
+from memlint.sources.python import ClassInfo, range_length
 from memlint.symbolic import Q, Scope, product
 
 LINEAR = "torch.nn.Linear"
@@ -231,9 +231,9 @@ def _owner(ctx: FileContext, node: ast.Call, func, info) -> tuple[str, list[ast.
     while current is not None and current is not func:
         parent = ctx.module.parent(current)
         if isinstance(parent, (ast.ListComp, ast.GeneratorExp)) and current is parent.elt:
-            counts.extend(_loop_length(gen.iter) for gen in parent.generators)
+            counts.extend(range_length(gen.iter) for gen in parent.generators)
         elif isinstance(parent, ast.For) and current in parent.body:
-            counts.append(_loop_length(parent.iter))
+            counts.append(range_length(parent.iter))
         elif isinstance(parent, (ast.Assign, ast.AnnAssign)) and not attr:
             attr = _target_name(parent)
         elif _is_append(parent) and not attr:  # self.layers.append(nn.Linear(...)) in a loop
@@ -248,15 +248,6 @@ def _is_append(node: ast.AST | None) -> bool:
         and isinstance(node.func, ast.Attribute)
         and node.func.attr in ("append", "add_module", "extend")
     )
-
-
-def _loop_length(expr: ast.expr) -> ast.expr:
-    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id == "range":
-        if len(expr.args) == 1:
-            return expr.args[0]
-        if len(expr.args) == 2:
-            return ast.BinOp(left=expr.args[1], op=ast.Sub(), right=expr.args[0])
-    return ast.Call(func=ast.Name("len", ast.Load()), args=[expr], keywords=[])
 
 
 def _target_name(stmt: ast.Assign | ast.AnnAssign) -> str:

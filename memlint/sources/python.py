@@ -306,7 +306,7 @@ def submodule_of(module: PythonModule, attr: str, value: ast.expr, method, count
     if not isinstance(value, ast.Call):
         if isinstance(value, (ast.ListComp, ast.GeneratorExp)):
             for gen in value.generators:
-                count.append(_range_length(gen.iter))
+                count.append(range_length(gen.iter))
             return submodule_of(module, attr, value.elt, method, count)
         if isinstance(value, ast.Dict) and value.values:  # nn.ModuleDict({"a": nn.Linear(...), ...})
             count.append(ast.Constant(len(value.values)))
@@ -328,14 +328,13 @@ def submodule_of(module: PythonModule, attr: str, value: ast.expr, method, count
     return Submodule(attr, name, value, count, method)
 
 
-def _range_length(expr: ast.expr) -> ast.expr:
-    """`range(n)` → n; `range(a, b)` → b - a; anything else → len(expr) (unresolvable)."""
+def range_length(expr: ast.expr) -> ast.expr:
+    """How many times a loop runs, as an expression: `range(n)` → n; `range(a, b)` → b - a; else len(expr)."""
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id == "range":
-        args = expr.args
-        if len(args) == 1:
-            return args[0]
-        if len(args) >= 2 and len(args) <= 3 and len(args) != 3:
-            return ast.BinOp(left=args[1], op=ast.Sub(), right=args[0])
+        if len(expr.args) == 1:
+            return expr.args[0]
+        if len(expr.args) == 2:
+            return ast.BinOp(left=expr.args[1], op=ast.Sub(), right=expr.args[0])
     return ast.Call(func=ast.Name("len", ast.Load()), args=[expr], keywords=[])
 
 
