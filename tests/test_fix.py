@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import errno
 import os
 import shutil
 import stat
@@ -264,3 +265,44 @@ def test_sdpa_reuses_the_torch_nn_alias(tmp_path, capsys):
     assert target.read_text().endswith(
         "def attend(q, k, v):\n    return nn.functional.scaled_dot_product_attention(q, k, v, scale=1.0)\n"
     )
+
+
+class _FullDisk:
+    """A file object whose write fails the way a full disk does."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.real.close()
+        return False
+
+
+def test_full_disk_leaves_the_original_and_no_temp_file(tmp_path, capsys, monkeypatch):
+    target = _copy(tmp_path, "empty_cache")
+    before = target.read_bytes()
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: _FullDisk(real_fdopen(fd, *a, **k)))
+    main([str(target), "--fix-only", *DIMS])
+    assert target.read_bytes() == before
+    assert "No space left on device" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".memlint")] == []
+
+
+def test_interrupted_write_leaves_the_original_and_no_temp_file(tmp_path, capsys, monkeypatch):
+    target = _copy(tmp_path, "empty_cache")
+    before = target.read_bytes()
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "chmod", interrupt)  # after the temp file is written, before the rename
+    assert main([str(target), "--fix-only", *DIMS]) == 130
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".memlint")] == []

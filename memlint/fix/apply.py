@@ -172,7 +172,9 @@ def _write(path: Path, text: str, encoding: str, bom: bool) -> str:
             out.write(payload)
         os.chmod(temp, mode)
         os.replace(temp, path)
-    except OSError as exc:
+    except BaseException as exc:  # a full disk, or Ctrl-C mid-write: the original stays, no temp file is left
         Path(temp).unlink(missing_ok=True)
-        return f"cannot write ({exc.strerror or exc})"
+        if isinstance(exc, OSError):
+            return f"cannot write ({exc.strerror or exc})"
+        raise
     return ""
