@@ -424,6 +424,10 @@ class FunctionFacts:
         cls = self.cls if isinstance(node.func, ast.Attribute) else None
         return FunctionFacts.build(self.module, callee, cls, self.evaluator, seeds, self.depth + 1)
 
+    def submodule(self, node: ast.Call):
+        """The Submodule a call runs (`self.proj(x)`), or None: the one place checks ask this."""
+        return self._submodule(node)[0]
+
     def _submodule(self, node: ast.Call):
         """The submodule a call runs: `self.proj(x)`, or one entry of a container, `self.heads["k"](x)`."""
         func = node.func

@@ -53,15 +53,8 @@ def softmax_input(ctx: FileContext, node: ast.AST, facts: FunctionFacts) -> ast.
     )
     if is_method and name not in SOFTMAX_FUNCS and not module_call:
         return func.value
-    if (
-        isinstance(func, ast.Attribute)
-        and isinstance(func.value, ast.Name)
-        and func.value.id == "self"
-        and facts.cls is not None
-        and func.attr in facts.cls.submodules
-        and node.args
-        and facts.cls.submodules[func.attr].qualname == "torch.nn.Softmax"
-    ):
+    sub = facts.submodule(node)
+    if sub is not None and node.args and sub.qualname == "torch.nn.Softmax":
         return node.args[0]
     return None
 
@@ -141,17 +134,9 @@ def _uses_dropout(ctx: FileContext, softmax: ast.Call, facts: FunctionFacts) -> 
         name = ctx.qualname(node.func)
         if name in DROPOUT_FUNCS:
             return True
-        func = node.func
-        if (
-            isinstance(func, ast.Attribute)
-            and isinstance(func.value, ast.Name)
-            and func.value.id == "self"
-            and facts.cls is not None
-            and func.attr in facts.cls.submodules
-        ):
-            sub = facts.cls.submodules[func.attr].qualname
-            if sub.startswith("torch.nn.Dropout") or "drop" in func.attr.lower():
-                return True
+        sub = facts.submodule(node)
+        if sub is not None and (sub.qualname.startswith("torch.nn.Dropout") or "drop" in sub.attr.lower()):
+            return True
     return False
 
 

@@ -357,7 +357,7 @@ def _call_label(ctx: FileContext, facts: FunctionFacts, node: ast.Call) -> str |
         and qual.split(".")[-1] in ("relu", "softmax", "dropout")
     ):
         return None
-    sub = _submodule(facts, node)
+    sub = facts.submodule(node)
     if sub is not None:
         if sub.qualname in OUTPUT_SAVING_MODULES:
             return None
@@ -365,20 +365,8 @@ def _call_label(ctx: FileContext, facts: FunctionFacts, node: ast.Call) -> str |
     return qual.removeprefix("torch.nn.functional.").removeprefix("torch.") if qual else _short(func)
 
 
-def _submodule(facts: FunctionFacts, node: ast.Call):
-    func = node.func
-    if (
-        isinstance(func, ast.Attribute)
-        and isinstance(func.value, ast.Name)
-        and func.value.id == "self"
-        and facts.cls is not None
-    ):
-        return facts.cls.submodules.get(func.attr)
-    return None
-
-
 def _matmul_like(ctx: FileContext, facts: FunctionFacts, node: ast.Call) -> bool:
-    sub = _submodule(facts, node)
+    sub = facts.submodule(node)
     if sub is not None:
         return sub.qualname in MATMUL_LIKE
     return ctx.qualname(node.func) in (
