@@ -1,0 +1,829 @@
+"""MEM203 fixes (unsafe: the model changes): self-attention over many tokens → cross-attention to latent
+tokens (seed 003, solution 2) when the attention class supports it and latents are in scope at the call,
+else → a feed-forward block of the same width (solution 1). Every decline says why in `finding.notes`.
+
+What is proved before a rewrite, from the source alone:
+- the attention class is defined in this file: its `__init__` gives the width parameter (first positional,
+  named like `dim` / `query_dim` / `embed_dim`), its `forward` returns one tensor (no tuple);
+- the module is applied with the query tensor only (one positional argument, no keywords), through
+  `nn.Sequential`, or through wrappers (`PreNorm(dim, fn)`) whose forward calls `fn(x, **kwargs)`;
+- for cross-attention: `__init__` accepts `context_dim`, `forward` accepts `context`, the call is in
+  this file, and a tensor of latent tokens (`latents`, `lp_features`, `memory`, `context`, or `z` with a
+  3-axis shape) and its width (an `__init__` parameter such as `latent_dim`) are in scope.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from memlint.cost import human_bytes
+from memlint.findings import Edit, Fix, Span
+from memlint.fix import fixer
+from memlint.fix.locate import function_of, node_at
+from memlint.fix.text import Lines, segment
+from memlint.sources.python import CONTAINERS
+
+NAME = re.compile(r"^(?P<name>[\w.]+) applied as self-attention")
+APPLIED_AT = re.compile(r"\(applied at line (?P<line>\d+): ")
+WIDTH_PARAMS = (
+    "dim",
+    "query_dim",
+    "embed_dim",
+    "d_model",
+    "hidden_size",
+    "hidden_dim",
+    "n_embd",
+    "in_dim",
+    "dim_in",
+    "in_features",
+    "in_channels",
+    "channels",
+    "width",
+    "emb_dim",
+    "model_dim",
+    "dim_model",
+)
+OUT_PARAMS = ("out_dim", "dim_out", "out_features", "output_dim", "out_channels")
+FF_NAME = re.compile(r"(?i)^(?:\w*feed_?forward\w*|ffn?|\w*mlp|positionwise\w*)$")
+LATENT_NAMES = ("latents", "lp_features", "memory", "context", "z")
+BY_NAME_TOKENS = ("latents", "lp_features", "memory", "context")  # plural/sequence names: [B, M, d]
+LATENT_WIDTHS = re.compile(r"(?i)^(?:latent|context|lp|memory|ctx|kv|cond)_?dim$|^dim_(?:latent|context|lp)$")
+FF_MULT = 4
+NN = "torch.nn"
+
+
+class Decline(Exception):
+    """The rewrite cannot be proved right here; the message says why."""
+
+
+@fixer("MEM203")
+def swap_self_attention(finding, module, text: str) -> Fix | None:
+    try:
+        return _Swap(finding, module, text).build()
+    except Decline as why:
+        finding.notes.append(f"no fix: {why}")
+        return None
+
+
+class _Swap:
+    def __init__(self, finding, module, text: str):
+        self.finding, self.module, self.text = finding, module, text
+        self.lines = Lines(text)
+
+    # --- what the finding points at ---------------------------------------------------------------
+
+    def build(self) -> Fix:
+        match = NAME.match(self.finding.message)
+        if match is None:
+            raise Decline("the finding does not name the attention class")
+        name = match.group("name")
+        if name not in self.module.classes:
+            raise Decline(f"{name} is not defined in this file: its constructor and forward cannot be read")
+        self.name, self.info = name, self.module.classes[name]
+        cost = self.finding.cost
+        if cost is not None and any(u.symbol == "N" and u.value is None for u in cost.sizes):
+            raise Decline(
+                "the token count N is unresolved, so replacing the attention is not known to pay; "
+                "declare it (--dim N=<tokens>) to get the fix"
+            )
+        init, forward = self.info.init(), self.info.methods.get("forward")
+        if init is None or forward is None:
+            raise Decline(f"{name} has no __init__ or forward of its own in this file")
+        self.init, self.forward = init, forward
+        node = node_at(self.module.tree, self.finding.span)
+        if node is None:
+            raise Decline("the finding's span is not a call")
+        if self.module.qualname(node.func) == name:
+            self.ctor, self.call = node, self._applied_call()
+        else:
+            self.call, self.ctor = node, self._ctor_of(node)
+        self._check_ctor()
+        self._check_returns_one_tensor()
+        cross = self._cross_attention()
+        if isinstance(cross, Fix):
+            return cross
+        return self._feed_forward(cross)
+
+    def _applied_call(self) -> ast.Call | None:
+        match = APPLIED_AT.search(self.finding.message)
+        if match is None:
+            return None
+        line = int(match.group("line"))
+        calls = [
+            n
+            for n in ast.walk(self.module.tree)
+            if isinstance(n, ast.Call) and n.lineno == line and not _is_constructor(self.module, n)
+        ]
+        return calls[0] if calls else None
+
+    def _ctor_of(self, call: ast.Call) -> ast.Call:
+        """The constructor of the module `call` applies: `self.attn(...)` / a loop name over `self.blocks`."""
+        func = function_of(self.module, call)
+        owner = self.module.enclosing_class(func) if func is not None else None
+        value = None
+        callee = call.func
+        if (
+            isinstance(callee, ast.Attribute)
+            and isinstance(callee.value, ast.Name)
+            and callee.value.id == "self"
+            and owner is not None
+            and callee.attr in owner.attrs
+        ):
+            value = owner.attrs[callee.attr][0]
+        elif isinstance(callee, ast.Name) and func is not None:
+            value = _local_value(func, callee.id, owner)
+        if value is None:
+            raise Decline(f"`{ast.unparse(callee)}` is not traced to its constructor")
+        found = [
+            n
+            for n in ast.walk(value)
+            if isinstance(n, ast.Call) and self.module.qualname(n.func) == self.name
+        ]
+        if len(found) != 1:
+            raise Decline(f"`{ast.unparse(callee)}` is not exactly one {self.name}")
+        return found[0]
+
+    # --- what must hold for either fix -------------------------------------------------------------
+
+    def _check_ctor(self) -> None:
+        ctor = self.ctor
+        if any(isinstance(a, ast.Starred) for a in ctor.args) or any(kw.arg is None for kw in ctor.keywords):
+            raise Decline("the constructor takes *args/**kwargs: its width cannot be read")
+        params = _params(self.init)
+        if not params or params[0] not in WIDTH_PARAMS:
+            first = params[0] if params else "nothing"
+            raise Decline(f"{self.name}.__init__ takes `{first}` first, not a width (dim, query_dim, ...)")
+        width = _ctor_arg(ctor, params, params[0])
+        if width is None:
+            raise Decline(f"the width `{params[0]}` is not passed to {self.name}(...)")
+        for out in OUT_PARAMS:
+            given = _ctor_arg(ctor, params, out)
+            if given is not None and not _is_none(given):
+                raise Decline(f"{self.name} is built with {out}=...: its output width differs from its input")
+        self.params, self.width = params, width
+
+    def _check_returns_one_tensor(self) -> None:
+        for node in ast.walk(self.forward):
+            if isinstance(node, ast.Return) and isinstance(node.value, (ast.Tuple, ast.List, ast.Dict)):
+                raise Decline(f"{self.name}.forward returns several values (line {node.lineno})")
+        if self.call is None:
+            return
+        parent = self.module.parent(self.call)
+        if isinstance(parent, ast.Subscript) or (
+            isinstance(parent, ast.Assign)
+            and any(isinstance(t, (ast.Tuple, ast.List)) for t in parent.targets)
+        ):
+            raise Decline(f"line {self.call.lineno} unpacks or indexes the attention's result")
+
+    def _wrappers(self) -> list[ast.Call]:
+        """Calls between the constructor and what is applied: `PreNorm(512, Attention(...))` → [PreNorm(...)]."""
+        chain, node = [], self.module.parent(self.ctor)
+        while isinstance(node, (ast.Call, ast.keyword, ast.Starred)):
+            if isinstance(node, ast.Call):
+                if self.module.qualname(node.func) in CONTAINERS:
+                    break
+                chain.append(node)
+            node = self.module.parent(node)
+        return chain
+
+    def _check_wrappers(self, kwargs_needed: bool) -> None:
+        inner = self.ctor
+        for wrapper in self._wrappers():
+            wname = self.module.qualname(wrapper.func) or ast.unparse(wrapper.func)
+            winfo = self.module.classes.get(wname)
+            if winfo is None or winfo.init() is None or "forward" not in winfo.methods:
+                raise Decline(f"{self.name} is wrapped in {wname}, whose forward is not in this file")
+            param = _param_receiving(wrapper, _params(winfo.init()), inner)
+            attr = _attr_from_param(winfo.init(), param) if param else None
+            if attr is None:
+                raise Decline(f"{wname} does not keep the wrapped module as `self.<attr> = {param}`")
+            calls = [
+                n
+                for n in ast.walk(winfo.methods["forward"])
+                if isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute)
+                and isinstance(n.func.value, ast.Name)
+                and n.func.value.id == "self"
+                and n.func.attr == attr
+            ]
+            for c in calls:
+                plain = len(c.args) == 1 and not isinstance(c.args[0], ast.Starred)
+                extra = [kw for kw in c.keywords if kw.arg is not None]
+                passes_kwargs = any(kw.arg is None for kw in c.keywords)
+                if not plain or extra or (kwargs_needed and not passes_kwargs):
+                    raise Decline(f"{wname}.forward calls self.{attr} with other arguments than the input")
+            if not calls:
+                raise Decline(f"{wname}.forward does not call self.{attr}")
+            inner = wrapper
+
+    def _check_single_input(self) -> None:
+        call = self.call
+        if call is None:
+            if not self._in_sequential():
+                raise Decline("no call of the attention was found, so its inputs are unknown")
+            return
+        if len(call.args) != 1 or isinstance(call.args[0], ast.Starred) or call.keywords:
+            shown = ast.unparse(call)
+            raise Decline(f"line {call.lineno} calls it with more than the input (`{shown[:60]}`)")
+
+    def _in_sequential(self) -> bool:
+        node = self.module.parent(self.ctor)
+        while isinstance(node, (ast.Call, ast.keyword)):
+            if isinstance(node, ast.Call) and self.module.qualname(node.func) == "torch.nn.Sequential":
+                return True
+            node = self.module.parent(node)
+        return False
+
+    # --- solution 2: cross-attention to latent tokens ----------------------------------------------
+
+    def _cross_attention(self) -> Fix | str:
+        """The Fix, or why cross-attention is not possible here (the feed-forward message names it)."""
+        init_params = _params(self.init) + [a.arg for a in self.init.args.kwonlyargs]
+        forward_params = _params(self.forward) + [a.arg for a in self.forward.args.kwonlyargs]
+        if "context_dim" not in init_params or "context" not in forward_params:
+            return f"{self.name} takes no context_dim / context (cannot cross-attend)"
+        if self.call is None or self.module.qualname(self.call.func) == "torch.nn.Sequential":
+            return "the attention is applied inside a container that passes one input"
+        if self.call is not self._direct_call():
+            return "the call applies a container of the attention, which cannot pass context="
+        given = _ctor_arg(self.ctor, self.params, "context_dim")
+        if given is not None and not _is_none(given):
+            return "the attention already has a context_dim"
+        func = function_of(self.module, self.call)
+        latents = _latents_in_scope(self.module, func, self.call) if func is not None else None
+        if latents is None:
+            return "no latent tokens (latents, lp_features, memory, context, z) are in scope at the call"
+        width = _latent_width(self.module, self.ctor)
+        if width is None:
+            return f"the width of `{latents}` is not an __init__ parameter (latent_dim, context_dim, ...)"
+        try:
+            self._check_wrappers(kwargs_needed=True)
+        except Decline as why:
+            return str(why)
+        self._check_single_input()
+        ctor_edit = _append_argument(self.lines, self.ctor, f"context_dim={width}")
+        call_edit = _append_argument(self.lines, self.call, f"context={latents}")
+        message = (
+            f"cross-attend to `{latents}` instead of self-attention: {self.name}(..., context_dim={width}) "
+            f"called with context={latents}, so each map is N x M (M latent tokens) instead of N x N; "
+            f"{self._cross_saving()} The model changes: queries no longer attend to each other, only to "
+            f"the latents (alternative: a feed-forward block, no token mixing)"
+        )
+        return Fix("unsafe", message, (ctor_edit, call_edit))
+
+    def _direct_call(self) -> ast.Call | None:
+        return self.call if self.finding.span == Span.of(self.call) else None
+
+    def _cross_saving(self) -> str:
+        cost = self.finding.cost
+        if cost is None or cost.bytes is None:
+            return "the saving is (1 - M/N) of the finding's cost, which is unresolved here."
+        return (
+            f"the score memory becomes M/N of {human_bytes(cost.bytes)} (M, the latent count, is not known "
+            f"statically: saving {human_bytes(cost.bytes)} x (1 - M/N))."
+        )
+
+    # --- solution 1: a feed-forward block of the same width --------------------------------------
+
+    def _feed_forward(self, why_not_cross: str) -> Fix:
+        self._check_wrappers(kwargs_needed=False)
+        self._check_single_input()
+        width = segment(self.text, self.lines, self.width)
+        replacement, hidden, ff_params = self._ff_expression(width)
+        start = self.lines.index(self.ctor.lineno, self.ctor.col_offset + 1)
+        end = self.lines.index(self.ctor.end_lineno, self.ctor.end_col_offset + 1)
+        edit = Edit(self.lines.span(start, end), replacement)
+        before = parameter_count(self.module, self.ctor)
+        after = ff_params if ff_params is not None else parameter_count(self.module, _parse_call(replacement))
+        message = (
+            f"replace {self.name}({width}, ...) by `{replacement}`: no token mixing in this block "
+            f"(each position is transformed on its own); parameters {_count(before)} -> {_count(after)} per "
+            f"block; {self._ff_saving(hidden)} Not cross-attention: {why_not_cross}"
+        )
+        return Fix("unsafe", message, (edit,))
+
+    def _ff_expression(self, width: str) -> tuple[str, int | None, int | None]:
+        """(the new constructor text, the hidden width if known, its parameters if computed here)."""
+        reused = self._reused_ff(width)
+        if reused is not None:
+            return reused, _hidden_of(self.module, _parse_call(reused)), None
+        alias = _nn_alias(self.module)
+        if alias is None:
+            raise Decline("torch.nn has no name in this module for nn.Sequential / nn.Linear")
+        value = _int(self.width)
+        if value is not None:
+            hidden = str(FF_MULT * value)
+        elif isinstance(self.width, (ast.Name, ast.Attribute, ast.Constant)):
+            hidden = f"{FF_MULT} * {width}"
+        else:
+            hidden = f"{FF_MULT} * ({width})"
+        text = f"{alias}.Sequential({alias}.Linear({width}, {hidden}), {alias}.GELU(), {alias}.Linear({hidden}, {width}))"
+        return text, FF_MULT * value if value is not None else None, None
+
+    def _reused_ff(self, width: str) -> str | None:
+        """A FeedForward-like class of this file (or imported and built here already), built at `width`."""
+        names = [n for n, info in self.module.classes.items() if info.is_module and FF_NAME.match(n)]
+        names += [alias for alias in self.module.imports if FF_NAME.match(alias) and alias not in names]
+        for ff in names:
+            templates = [
+                n
+                for n in ast.walk(self.module.tree)
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == ff
+            ]
+            info = self.module.classes.get(ff)
+            if info is not None:
+                init, forward = info.init(), info.methods.get("forward")
+                if init is None or forward is None or not _one_input(forward):
+                    continue
+                params = _params(init)
+                if not params or params[0] not in WIDTH_PARAMS:
+                    continue
+                for t in templates:  # the file's own way of building it, at the same width
+                    arg = _ctor_arg(t, params, params[0])
+                    if arg is not None and segment(self.text, self.lines, arg) == width and _portable(t, arg):
+                        return segment(self.text, self.lines, t)
+                if _required(init) == [params[0]]:
+                    return f"{ff}({width})"
+            else:
+                for t in templates:
+                    if t.args and _portable(t, t.args[0]):
+                        rest = [segment(self.text, self.lines, a) for a in t.args[1:]]
+                        rest += [f"{kw.arg}={segment(self.text, self.lines, kw.value)}" for kw in t.keywords]
+                        return f"{ff}({', '.join([width, *rest])})"
+        return None
+
+    def _ff_saving(self, hidden: int | None) -> str:
+        cost = self.finding.cost
+        if cost is None or cost.bytes is None:
+            return "the N² score memory goes (its size is unresolved here)."
+        sizes = {u.symbol: u.value for u in cost.sizes}
+        b, n = sizes.get("B"), sizes.get("N")
+        uses = sizes.get("uses") or 1
+        width = _int(self.width)
+        if hidden is None or b is None or n is None or width is None:
+            return f"saves about {human_bytes(cost.bytes)} (the finding's cost) less the FF's O(B·N·d) activations."
+        ff = int(2 * b * n * hidden * 4 * uses)
+        return (
+            f"saves about {human_bytes(cost.bytes)} (the finding's cost) - {human_bytes(ff)} (the FF's "
+            f"activations, 2 x B·N·hidden·4 B = 2 x {b:g}·{n:g}·{hidden}·4 B x {uses:g} uses) = "
+            f"{human_bytes(cost.bytes - ff)}."
+        )
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _is_constructor(module, call: ast.Call) -> bool:
+    name = module.qualname(call.func) or ""
+    return name in module.classes or name.startswith(NN + ".")
+
+
+def _params(func: ast.FunctionDef) -> list[str]:
+    return [a.arg for a in func.args.posonlyargs + func.args.args][1:]
+
+
+def _required(func: ast.FunctionDef) -> list[str]:
+    positional = func.args.posonlyargs + func.args.args
+    count = len(positional) - len(func.args.defaults)
+    names = [a.arg for a in positional[1:count]]
+    names += [a.arg for a, d in zip(func.args.kwonlyargs, func.args.kw_defaults, strict=True) if d is None]
+    return names
+
+
+def _one_input(forward: ast.FunctionDef) -> bool:
+    return len(_required(forward)) == 1 and forward.args.vararg is None
+
+
+def _ctor_arg(call: ast.Call, params: list[str], name: str) -> ast.expr | None:
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value
+    if name in params:
+        index = params.index(name)
+        if index < len(call.args) and not isinstance(call.args[index], ast.Starred):
+            return call.args[index]
+    return None
+
+
+def _is_none(expr: ast.AST) -> bool:
+    return isinstance(expr, ast.Constant) and expr.value is None
+
+
+def _int(expr: ast.AST) -> int | None:
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, int) and not isinstance(expr.value, bool):
+        return expr.value
+    return None
+
+
+def _portable(template: ast.Call, width_arg: ast.AST) -> bool:
+    """A construction copied elsewhere must not name another scope's locals: constants apart from the width."""
+    others = [a for a in template.args if a is not width_arg]
+    others += [kw.value for kw in template.keywords if kw.value is not width_arg]
+    return all(isinstance(n, ast.Constant) or _const_expr(n) for n in others)
+
+
+def _const_expr(expr: ast.AST) -> bool:
+    return all(
+        isinstance(n, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop))
+        for n in ast.walk(expr)
+    )
+
+
+def _local_value(func, name: str, owner) -> ast.AST | None:
+    """What a local callee is: `for attn, ff in self.layers` → self.layers' value; `attn = X(...)` → X(...)."""
+    for node in ast.walk(func):
+        if isinstance(node, (ast.For, ast.comprehension)):
+            source = _loop_source(node.target, node.iter, name)
+            if source is not None and owner is not None and source in owner.attrs:
+                return owner.attrs[source][0]
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return node.value
+    return None
+
+
+def _loop_source(target, iterable, name: str) -> str | None:
+    names = [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+    if name not in names:
+        return None
+    if (
+        isinstance(iterable, ast.Attribute)
+        and isinstance(iterable.value, ast.Name)
+        and iterable.value.id == "self"
+    ):
+        return iterable.attr
+    if isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name) and iterable.args:
+        if iterable.func.id == "enumerate" and isinstance(target, ast.Tuple):
+            return _loop_source(target.elts[-1], iterable.args[0], name)
+        if iterable.func.id == "zip" and isinstance(target, ast.Tuple):
+            for elt, arg in zip(target.elts, iterable.args, strict=False):
+                found = _loop_source(elt, arg, name)
+                if found is not None:
+                    return found
+    return None
+
+
+def _param_receiving(wrapper: ast.Call, params: list[str], inner: ast.AST) -> str | None:
+    for index, arg in enumerate(wrapper.args):
+        if arg is inner and index < len(params):
+            return params[index]
+    for kw in wrapper.keywords:
+        if kw.value is inner:
+            return kw.arg
+    return None
+
+
+def _attr_from_param(init: ast.FunctionDef, param: str) -> str | None:
+    for node in ast.walk(init):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name) and node.value.id == param:
+            for t in node.targets:
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                    return t.attr
+    return None
+
+
+def _latents_in_scope(module, func, call: ast.Call) -> str | None:
+    """A tensor of latent tokens visible at the call: a parameter or an earlier local with a latent name."""
+    params = set(_params(func)) | {a.arg for a in func.args.kwonlyargs}
+    query = call.args[0] if call.args else None
+    query_names = {n.id for n in ast.walk(query) if isinstance(n, ast.Name)} if query is not None else set()
+    stores = {
+        n.id
+        for n in ast.walk(func)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.lineno < call.lineno
+    }
+    for name in LATENT_NAMES:
+        if name in query_names or (name not in params and name not in stores):
+            continue
+        if name in BY_NAME_TOKENS or _three_axes(func, name):
+            return name
+    return None
+
+
+def _three_axes(func, name: str) -> bool:
+    """`B, M, D = z.shape` (or z.size()) in the function: z has a token axis."""
+    for node in ast.walk(func):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Tuple)
+            and len(node.targets[0].elts) == 3
+        ):
+            value = node.value
+            if isinstance(value, ast.Call):
+                value = value.func
+            if (
+                isinstance(value, ast.Attribute)
+                and value.attr in ("shape", "size")
+                and isinstance(value.value, ast.Name)
+                and value.value.id == name
+            ):
+                return True
+    return False
+
+
+def _latent_width(module, ctor: ast.Call) -> str | None:
+    """The latents' width: a parameter of the __init__ that builds the attention named like `latent_dim`."""
+    init = function_of(module, ctor)
+    if init is None:
+        return None
+    for name in _params(init) + [a.arg for a in init.args.kwonlyargs]:
+        if LATENT_WIDTHS.match(name):
+            stored = [
+                n
+                for n in ast.walk(init)
+                if isinstance(n, ast.Name)
+                and n.id == name
+                and isinstance(n.ctx, ast.Store)
+                and n.lineno < ctor.lineno
+            ]
+            if not stored:
+                return name
+    return None
+
+
+def _append_argument(lines: Lines, call: ast.Call, text: str) -> Edit:
+    args = [*call.args, *(kw.value for kw in call.keywords)]
+    if not args:
+        end = lines.index(call.end_lineno, call.end_col_offset + 1) - 1  # before the closing parenthesis
+        return Edit(lines.span(end, end), text)
+    last = max(args, key=lambda n: (n.end_lineno, n.end_col_offset))
+    at = lines.index(last.end_lineno, last.end_col_offset + 1)
+    return Edit(lines.span(at, at), f", {text}")
+
+
+def _nn_alias(module) -> str | None:
+    for alias, target in sorted(module.imports.items()):
+        if target == NN:
+            return alias
+    if module.imports.get("torch") == "torch":
+        return "torch.nn"
+    return None
+
+
+def _parse_call(text: str) -> ast.Call:
+    return ast.parse(text, mode="eval").body
+
+
+def _hidden_of(module, call: ast.Call) -> int | None:
+    """The hidden width of a reused feed-forward: width x mult when both are literals (mult defaults to 4)."""
+    name = module.qualname(call.func) or ""
+    info = module.classes.get(name)
+    width = _int(call.args[0]) if call.args else None
+    if info is None or info.init() is None or width is None:
+        return None
+    init = info.init()
+    env = _bind(init, call, {})
+    mult = env.get("mult", None)
+    return width * mult if isinstance(mult, int) else None
+
+
+# --- parameter counts of constructors defined in this file (static, exact or unresolved) -------------
+
+
+class _Unknown(Exception):
+    pass
+
+
+def parameter_count(module, call: ast.Call, depth: int = 0) -> int | None:
+    """Parameters of the module `call` builds, from this file's __init__ code and torch.nn layers; None
+    when any size or layer is not known statically."""
+    try:
+        return _params_of_call(module, call, {}, depth)
+    except (_Unknown, RecursionError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _params_of_call(module, call, env, depth) -> int:
+    if depth > 8:
+        raise _Unknown
+    name = module.qualname(call.func) or ""
+    if name.startswith(NN + ".") and name.rsplit(".", 1)[-1] in PARAMETER_FREE:
+        return 0
+    if name in ("torch.nn.Linear", "torch.nn.LayerNorm"):
+        args = [_eval(module, a, env) for a in call.args]
+        kwargs = {kw.arg: _eval(module, kw.value, env) for kw in call.keywords if kw.arg}
+    if name in ("torch.nn.Linear",):
+        fin, fout = _pos(args, kwargs, 0, "in_features"), _pos(args, kwargs, 1, "out_features")
+        bias = _pos(args, kwargs, 2, "bias", True)
+        return fin * fout + (fout if bias else 0)
+    if name in ("torch.nn.LayerNorm",):
+        shape = _pos(args, kwargs, 0, "normalized_shape")
+        affine = kwargs.get("elementwise_affine", True)
+        bias = kwargs.get("bias", True)
+        return (shape + (shape if bias else 0)) if affine else 0
+    if name in ("torch.nn.Sequential",) or name in ("torch.nn.ModuleList",):
+        total = 0
+        for arg in call.args:
+            total += _params_of_expr(module, arg, env, depth)
+        return total
+    info = module.classes.get(name)
+    if info is not None and info.is_module and info.init() is None and info.bases == [NN + ".Module"]:
+        return 0  # e.g. GEGLU: a forward only
+    if info is None or info.init() is None:
+        raise _Unknown
+    init = info.init()
+    local = _bind(init, call, env)
+    return _params_of_body(module, init.body, local, depth + 1)
+
+
+PARAMETER_FREE = {
+    "ReLU",
+    "GELU",
+    "SiLU",
+    "Tanh",
+    "Sigmoid",
+    "Dropout",
+    "Identity",
+    "Softmax",
+    "LeakyReLU",
+    "Mish",
+    "ELU",
+    "Flatten",
+}
+
+
+def _params_of_expr(module, expr, env, depth) -> int:
+    if isinstance(expr, ast.Call):
+        return _params_of_call(module, expr, env, depth)
+    if isinstance(expr, ast.Constant) and expr.value is None:
+        return 0
+    if isinstance(expr, ast.IfExp):
+        return _params_of_expr(
+            module, expr.body if _eval(module, expr.test, env) else expr.orelse, env, depth
+        )
+    if isinstance(expr, (ast.List, ast.Tuple)):
+        return sum(_params_of_expr(module, e, env, depth) for e in expr.elts)
+    if isinstance(expr, ast.Starred):
+        return _params_of_expr(module, expr.value, env, depth)
+    if isinstance(expr, ast.Name) and isinstance(env.get(expr.id), _Module):
+        return env[expr.id].params
+    raise _Unknown
+
+
+class _Module:
+    """A module passed into a wrapper's __init__ (PreNorm(dim, fn)): its parameters, already counted."""
+
+    def __init__(self, params: int):
+        self.params = params
+
+
+def _params_of_body(module, body, env, depth) -> int:
+    total = 0
+    for stmt in body:
+        if isinstance(stmt, ast.Expr):
+            continue  # super().__init__(), docstrings
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+            target = stmt.targets[0]
+            if isinstance(target, ast.Name):
+                env[target.id] = _eval(module, stmt.value, env)
+                continue
+            if (
+                isinstance(target, ast.Attribute)
+                and isinstance(target.value, ast.Name)
+                and target.value.id == "self"
+            ):
+                held = env.get(stmt.value.id) if isinstance(stmt.value, ast.Name) else None
+                if isinstance(held, _Module):
+                    total += held.params
+                elif isinstance(held, _Deferred):
+                    total += _params_of_call(module, held.call, held.env, depth)
+                elif _builds_module(module, stmt.value):
+                    total += _params_of_expr(module, stmt.value, env, depth)
+                else:
+                    try:
+                        env[f"self.{target.attr}"] = _eval(module, stmt.value, env)
+                    except _Unknown:
+                        env[f"self.{target.attr}"] = _UNKNOWN
+                continue
+        if isinstance(stmt, ast.Pass):
+            continue
+        raise _Unknown
+    return total
+
+
+def _builds_module(module, expr) -> bool:
+    if isinstance(expr, ast.IfExp):
+        return _builds_module(module, expr.body) or _builds_module(module, expr.orelse)
+    if not isinstance(expr, ast.Call):
+        return False
+    name = module.qualname(expr.func) or ""
+    return name.startswith(NN + ".") or (name in module.classes and module.classes[name].is_module)
+
+
+def _bind(init: ast.FunctionDef, call: ast.Call, env) -> dict:
+    positional = init.args.posonlyargs + init.args.args
+    names = [a.arg for a in positional][1:]
+    defaults = dict(
+        zip(
+            [a.arg for a in positional][len(positional) - len(init.args.defaults) :],
+            init.args.defaults,
+            strict=True,
+        )
+    )
+    defaults.update(
+        {a.arg: d for a, d in zip(init.args.kwonlyargs, init.args.kw_defaults, strict=True) if d is not None}
+    )
+    local: dict = {}
+    for name, value in defaults.items():
+        local[name] = _literal(value)
+    for index, arg in enumerate(call.args):
+        if isinstance(arg, ast.Starred) or index >= len(names):
+            raise _Unknown
+        local[names[index]] = _value_or_module(arg, env)
+    for kw in call.keywords:
+        if kw.arg is None:
+            raise _Unknown
+        local[kw.arg] = _value_or_module(kw.value, env)
+    return local
+
+
+def _value_or_module(expr, env):
+    if isinstance(expr, ast.Call):
+        return _Deferred(expr, dict(env))
+    return _literal(expr, env)
+
+
+class _Deferred:
+    """A constructor passed as an argument: counted when the wrapper stores it."""
+
+    def __init__(self, call, env):
+        self.call, self.env = call, env
+
+
+def _literal(expr, env=None):
+    try:
+        return _eval(None, expr, env or {})
+    except _Unknown:
+        return _UNKNOWN
+
+
+_UNKNOWN = object()
+
+
+def _eval(module, expr, env):
+    """Integers, None and booleans of an __init__: literals, names bound so far, arithmetic, `default(a, b)`,
+    `a or b`, `exists(a)`; anything else is unknown (and counting stops if it is needed)."""
+    if isinstance(expr, ast.Constant) and (expr.value is None or isinstance(expr.value, (int, float, bool))):
+        return expr.value
+    if isinstance(expr, ast.Name):
+        value = env.get(expr.id, _UNKNOWN)
+        if isinstance(value, _Deferred) and module is not None:
+            return _Module(_params_of_call(module, value.call, value.env, 1))
+        if value is _UNKNOWN:
+            raise _Unknown
+        return value
+    if isinstance(expr, ast.BinOp):
+        left, right = _eval(module, expr.left, env), _eval(module, expr.right, env)
+        if not all(isinstance(v, (int, float)) for v in (left, right)):
+            raise _Unknown
+        ops = {
+            ast.Add: int.__add__,
+            ast.Sub: int.__sub__,
+            ast.Mult: int.__mul__,
+            ast.FloorDiv: int.__floordiv__,
+        }
+        op = type(expr.op)
+        if isinstance(left, int) and isinstance(right, int) and op in ops:
+            return ops[op](left, right)
+        if op is ast.Pow:
+            return left**right
+        if op is ast.Div:
+            return left / right
+        if op is ast.Mult:
+            return left * right
+        raise _Unknown
+    if isinstance(expr, ast.BoolOp) and isinstance(expr.op, ast.Or):
+        for value in expr.values:
+            got = _eval(module, value, env)
+            if got:
+                return got
+        return got
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
+        if expr.func.id == "default" and len(expr.args) == 2:
+            first = _eval(module, expr.args[0], env)
+            return first if first is not None else _eval(module, expr.args[1], env)
+        if expr.func.id == "exists" and len(expr.args) == 1:
+            return _eval(module, expr.args[0], env) is not None
+    if isinstance(expr, ast.IfExp):
+        return _eval(module, expr.body if _eval(module, expr.test, env) else expr.orelse, env)
+    if isinstance(expr, ast.Compare) and len(expr.ops) == 1 and isinstance(expr.ops[0], (ast.Is, ast.IsNot)):
+        left, right = _eval(module, expr.left, env), _eval(module, expr.comparators[0], env)
+        return (left is right) if isinstance(expr.ops[0], ast.Is) else (left is not right)
+    if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub):
+        value = _eval(module, expr.operand, env)
+        if isinstance(value, (int, float)):
+            return -value
+    raise _Unknown
+
+
+def _pos(args, kwargs, index, name, default=_UNKNOWN):
+    value = kwargs.get(name, args[index] if index < len(args) else default)
+    if value is _UNKNOWN or isinstance(value, (_Deferred, _Module)):
+        raise _Unknown
+    return value
+
+
+def _count(n: int | None) -> str:
+    return f"{n:,}" if n is not None else "unresolved"
