@@ -3,6 +3,7 @@
 Only when the result is a positional encoding (the function or the assigned name says so: pe, pos,
 encoding, laplacian, eig) — gradients then stop at the encoding, which changes training if it was learned
 through. The statement must stand alone on its lines; it is re-indented inside the `with` block.
+eigh_chunks.py registers the MEM401 fixer and picks this variant or the chunked one (named_as_encoding).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import ast
 import re
 
 from memlint.findings import Edit, Fix
-from memlint.fix import fixer
 from memlint.fix.locate import alone_on_lines, function_of, node_at, statement_of
 from memlint.fix.text import NEWLINE, Lines
 
@@ -20,7 +20,17 @@ ENCODING_WORDS = re.compile(
 )
 
 
-@fixer("MEM401")
+def named_as_encoding(module, call: ast.AST) -> bool:
+    """Does the function holding the call, or a name its statement assigns, say it is a positional encoding?"""
+    stmt = statement_of(module, call)
+    func = function_of(module, call)
+    if not isinstance(stmt, (ast.Assign, ast.AnnAssign)) or func is None:
+        return False
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+    names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+    return any(ENCODING_WORDS.search(w) for w in [func.name, *names])
+
+
 def eig_under_no_grad(finding, module, text: str) -> Fix | None:
     call = node_at(module.tree, finding.span)
     stmt = statement_of(module, call) if call is not None else None
@@ -55,10 +65,19 @@ def eig_under_no_grad(finding, module, text: str) -> Fix | None:
     content = f"{indent}with torch.no_grad():\n{body}"
     return Fix(
         "unsafe",
-        "compute the positional encoding under torch.no_grad(): nothing is kept for backward, but gradients "
-        "no longer flow through the eigendecomposition (changes training if the encoding was learned through)",
+        "chosen: torch.no_grad(), because the result is named as a positional encoding; compute it under "
+        "torch.no_grad(): nothing is kept for backward, but gradients no longer flow through the "
+        "eigendecomposition (changes training if the encoding was learned through). Computing it in chunks "
+        "instead keeps training unchanged but divides only the solver workspace",
         (Edit(lines.span(start, end), content),),
     )
+
+
+def under_no_grad(module, call: ast.AST) -> bool:
+    """Is the call's statement already inside `with torch.no_grad()` (or a function decorated with it)?"""
+    stmt = statement_of(module, call)
+    func = function_of(module, call)
+    return stmt is not None and func is not None and _under_no_grad(module, stmt, func)
 
 
 NO_GRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.grad_mode.no_grad"}
