@@ -15,7 +15,6 @@ and allocator reserve are their own lines: usable memory = card total - context 
 from __future__ import annotations
 
 import ast
-import copy
 import re
 from dataclasses import dataclass, field
 
@@ -439,10 +438,9 @@ def budget_findings(
         f"estimated peak of at least {human_bytes(est.total_bytes)} {verdict} the {est.gpu.name} "
         f"({est.gpu.describe_usable()})"
     )
-    notes = list(est.lines())
-    batch = largest_fitting_batch(profile, found, est, settings, selected)
-    if batch is not None:
-        notes.insert(0, batch)
+    from memlint.knobs import knob_notes  # which one change of a config value makes it fit (memlint/knobs.py)
+
+    notes = [*knob_notes(profile, est, settings, selected, headroom=code == "MEM502"), *est.lines()]
     drivers = [key] if key else []
     return [Finding(path, span, code, message, notes=notes, drivers=drivers, severity="error")], est
 
@@ -490,42 +488,6 @@ def _drivers_of(term: Term, found: list[Finding]) -> list[str]:
             batchy = [d for d in finding.drivers if "batch" in d]
             return batchy + [d for d in finding.drivers if d not in batchy]
     return []
-
-
-def table_with(table: SizeTable, overrides: dict) -> SizeTable:
-    """A copy of the table with some sizes set as --dim would set them."""
-    clone = copy.deepcopy(table)
-    for key, value in overrides.items():
-        clone.add(key, value, "--vary", 0)
-    clone._resolve_interpolations()
-    return clone
-
-
-def largest_fitting_batch(profile, found, est: Estimate, settings, selected) -> str | None:
-    """`<batch key> <= n` (the MEM501 fix reads this form): the total is affine in the batch size."""
-    size = profile.table.lookup("batch_size")
-    if size is None or not isinstance(size.value, int) or isinstance(size.value, bool) or size.value < 1:
-        return None
-    b0 = size.value
-    from memlint.parallel import analyse_files
-
-    table2 = table_with(profile.table, {size.key: 2 * b0})
-    found2 = analyse_files(profile.files, settings, table2, profile.options, selected)
-    modules = parse_modules(profile.files, settings)
-    est2 = estimate(modules, found2, table2, profile.options, profile.gpu)
-    fixed = est.total_bytes - est.activation_bytes()
-    a0, a2 = est.activation_bytes(), est2.activation_bytes()
-    slope = (a2 - a0) / b0
-    if slope <= 0:
-        return None if est.fits else f"no {size.key} fits: the terms that do not grow with it exceed usable"
-    base = fixed + a0 - slope * b0  # activations at batch 0
-    temps = next((t.bytes for t in est.terms if t.name == "step temporaries"), 0)
-    params_only = est.total_bytes - max(temps, a0)
-    for b in range(max(b0 * 2, 1), 0, -1):
-        acts = max(0.0, base - fixed + slope * b)
-        if params_only + max(temps, acts) <= est.usable_bytes:
-            return f"{size.key} <= {b} fits (activations {human_bytes(slope)} per sample; {size.origin})"
-    return f"no {size.key} fits: weights, gradients and optimizer state alone take {human_bytes(params_only)}"
 
 
 def no_gpu_finding(path: str, card: Gpu) -> Finding:

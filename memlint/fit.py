@@ -2,7 +2,8 @@
 
 Each row re-runs the analysis with the varied keys set as `--dim` would set them, so every finding's price is
 recomputed at those sizes (memlint/budget.py builds the estimate). With no --vary, the knobs that matter
-(batch size, refresh intervals, sequence length, precision, checkpointing) are searched one at a time.
+(batch size, refresh intervals, sequence length, precision, checkpointing) are searched one at a time with
+memlint/knobs.py, the same searches that name the fitting knobs of MEM501.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from memlint.budget import Estimate
 from memlint.cost import human_bytes
+from memlint.knobs import PRECISION, Knob, Probe, search_knobs
 from memlint.sizes import coerce
 
 MAIN_TERMS = ("weights", "gradients", "optimizer state", "step temporaries")
@@ -86,58 +88,27 @@ def rows_for(paths, settings, dims, gpu, vary: list[tuple[str, list]], py: list[
 # --- knobs (no --vary) --------------------------------------------------------------------------------
 
 
-def knob_rows(paths, settings, dims, gpu, py: list[str]) -> tuple[Estimate | None, list[str]]:
-    """The baseline estimate and, per knob that matters, the largest or smallest value that fits."""
+def knob_rows(paths, settings, dims, gpu, py: list[str]) -> tuple[Estimate | None, list[Knob]]:
+    """The baseline estimate and, per knob that matters, the largest or smallest value that fits (the
+    searches of memlint/knobs.py, each probe a full re-analysis at the changed value)."""
     base = estimate_at(paths, settings, dims, gpu, {}, py)
-    if base is None:
-        return None, []
-    table = base.table
-    lines = []
-    for alias, direction in (("batch_size", "largest"), ("seq_len", "largest")):
-        size = table.lookup(alias) if table is not None else None
-        if size is not None and isinstance(size.value, int) and not isinstance(size.value, bool):
-            lines.append(_search(paths, settings, dims, gpu, py, size.key, size.value, direction))
-    for key, size in sorted((table.by_key if table is not None else {}).items()):
-        if "interval" in key.rsplit(".", 1)[-1] and isinstance(size.value, int) and size.value >= 1:
-            lines.append(_search(paths, settings, dims, gpu, py, key, size.value, "smallest"))
-    for precision in ("fp32", "bf16-mixed"):
-        est = estimate_at(paths, settings, dims, gpu, {"precision": precision}, py)
-        lines.append(_verdict(f"precision {precision}", est))
-    for flag in (False, True):
-        est = estimate_at(paths, settings, dims, gpu, {"gradient_checkpointing": flag}, py)
-        lines.append(_verdict(f"gradient_checkpointing {str(flag).lower()}", est))
-    return base, lines
-
-
-def _verdict(label: str, est: Estimate | None) -> str:
-    if est is None:
-        return f"{label}: no estimate"
-    return f"{label}: {human_bytes(est.total_bytes)} ({'fits' if est.fits else 'does not fit'})"
-
-
-def _search(paths, settings, dims, gpu, py, key, current, direction) -> str:
-    """Largest value that fits (doubling then bisection) or smallest (trying 1, 2, 5, 10, ...)."""
-
-    def fits(value) -> bool:
-        est = estimate_at(paths, settings, dims, gpu, {key: value}, py)
-        return est is not None and est.fits
-
-    if direction == "smallest":
-        for value in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000):
-            if fits(value):
-                return f"{key}: smallest that fits {value} (now {current})"
-        return f"{key}: no value up to 1000 fits (now {current})"
-    if not fits(1):
-        return f"{key}: none fits, not even 1 (now {current})"
-    lo, hi = 1, max(2, current)
-    while fits(hi) and hi < 2**20:
-        lo, hi = hi, hi * 2
-    if hi >= 2**20:
-        return f"{key}: fits up to at least {lo} (now {current})"
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return f"{key} <= {lo} fits (now {current})"
+    if base is None or base.table is None:
+        return base, []
+    probe = Probe(lambda values: estimate_at(paths, settings, dims, gpu, values, py))
+    probe.cache[()] = base
+    knobs = search_knobs(probe, base.table, base.gpu, base.precision, base)
+    if not any(k.kind == "checkpointing" for k in knobs):
+        knobs.insert(
+            0,
+            Knob(
+                "checkpointing", "checkpointing", "switch", True, reason=f"already on ({base.checkpointing})"
+            ),
+        )
+    if not any(k.kind.startswith("precision") for k in knobs):
+        knobs.insert(
+            1, Knob(PRECISION, "precision", "switch", base.precision, reason="already mixed or low precision")
+        )
+    return base, knobs
 
 
 # --- rendering ---------------------------------------------------------------------------------------
@@ -203,15 +174,15 @@ def run(args) -> int:
         text = render_json(rows) if args.output_format == "json" else render_text(rows)
         print(text, end="")
         return 0 if rows and all(r.estimate.fits for r in rows) else 1
-    base, lines = knob_rows(paths, settings, dims, args.gpu, py)
+    base, knobs = knob_rows(paths, settings, dims, args.gpu, py)
     if args.output_format == "json":
         rows = [Row({}, base)] if base is not None else []
         data = json.loads(render_json(rows, base))
-        data["knobs"] = lines
+        data["knobs"] = [{**k.as_json(), "text": k.line()} for k in knobs]
         print(json.dumps(data, indent=2))
     else:
         print(render_text([Row({}, base)]) if base is not None else "no estimate\n", end="")
-        print("\n".join(["knobs:", *(f"  {line}" for line in lines)]))
+        print("\n".join(["knobs:", *(f"  {k.line()}" for k in knobs)]))
         if base is not None:
             print("\n".join(["", "breakdown:", *(f"  {line}" for line in base.lines())]))
     return 0 if base is not None and base.fits else 1
