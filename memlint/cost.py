@@ -59,21 +59,38 @@ OPTIMIZER_STEP_TEMP_BYTES = {"adam": 4, "adamw": 4, "sgd_momentum": 0, "sgd": 0}
 # updated, so the step adds 2 x the largest parameter (measured 385.1 MiB = 257.1 + 2 x 64 MiB).
 SINGLE_TENSOR_STEP_TEMP_COPIES = {"adam": 2, "adamw": 2, "sgd_momentum": 0, "sgd": 0}
 
+# HF TrainingArguments `optim` names (transformers/training_args.py OptimizerNames), bitsandbytes and torch class
+# names, mapped to the rows above. Names whose state memlint cannot source (GaLore, APOLLO, LOMO, AdEMAMix, 4-bit,
+# schedule-free, ...) are left out: `known_optimizer` says so and the estimate reports its Adam assumption.
 HF_OPTIM_NAMES = {
     "adamw_torch": "adamw",
     "adamw_torch_fused": "adamw_fused",
+    "adamw_torch_xla": "adamw",
+    "adamw_torch_npu_fused": "adamw",
     "adamw_hf": "adamw",
     "adamw_apex_fused": "adamw",
     "adamw_8bit": "adam8bit",
-    "paged_adamw_8bit": "adam8bit",
     "adamw_bnb_8bit": "adam8bit",
+    "paged_adamw_8bit": "adam8bit",
+    "adamw_torch_8bit": "adam8bit",  # torchao AdamW8bit: two 8-bit moments
+    "adamw8bit": "adam8bit",  # bitsandbytes.optim.AdamW8bit / Adam8bit / PagedAdamW8bit
+    "pagedadamw8bit": "adam8bit",
     "paged_adamw_32bit": "adamw",
-    "adafactor": "adafactor",
-    "sgd": "sgd",
+    "pagedadamw": "adamw",
+    "pagedadamw32bit": "adamw",
+    "adamw32bit": "adamw",
+    "fusedadam": "adam_fused",
+    "adafactor": "adafactor",  # factored second moments (transformers/optimization.py Adafactor, beta1=None)
+    "sgd": "sgd",  # HF: torch.optim.SGD, momentum 0 unless optim_args gives one
     "adagrad": "adagrad",
     "lion_32bit": "lion",
     "paged_lion_32bit": "lion",
     "rmsprop": "rmsprop",
+    "rmsprop_bnb": "rmsprop",
+    "rmsprop_bnb_32bit": "rmsprop",
+    "nadam": "adam",  # torch.optim.NAdam / RAdam / Adamax: two moments each, like Adam
+    "radam": "adam",
+    "adamax": "adam",
 }
 
 
@@ -85,6 +102,13 @@ def normalise_optimizer(name: str) -> str:
     if key in ("sgd_nesterov", "nesterov"):
         return "sgd_momentum"
     return key if key in OPTIMIZER_STATE_BYTES else "adam"
+
+
+def known_optimizer(name: str) -> bool:
+    """Whether memlint's table has the optimizer (else normalise_optimizer's "adam" is an assumption)."""
+    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
+    key = key.removeprefix("torch.optim.").removeprefix("optim.")
+    return key in HF_OPTIM_NAMES or key in OPTIMIZER_STATE_BYTES or key in ("sgd_nesterov", "nesterov")
 
 
 def training_bytes_per_param(optimizer: str = "adam", precision: str = "fp32") -> int:

@@ -57,38 +57,51 @@ class ConfigFile:
     package: str | None = None  # Hydra `# @package` directive
 
 
-_INT = re.compile(r"^[-+]?(0|[1-9][0-9_]*)$")
-_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$")
-_IMPLICIT_TAGS = {
-    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "timestamp", "value", "merge")
+class OmegaConfLoader(yaml.SafeLoader):
+    """PyYAML's safe resolvers as OmegaConf/Hydra configure them (omegaconf/_utils.py `get_yaml_loader`).
+
+    YAML 1.1 ints (`010` is 8, `0x10` 16, `0b11` 3, `12:30` 750; `0o10` is text), bools (`on`/`off`/`yes`/`no`
+    in three spellings each), null (`~`, `null`, `Null`, `NULL`, empty), plus OmegaConf's float resolver (`1e-4`
+    is a float, plain PyYAML reads it as text) and no timestamps (`2024-01-01` stays text).
+    """
+
+
+OmegaConfLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_BOOL = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+OmegaConfLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+_CONSTRUCT = yaml.constructor.SafeConstructor()
+_SCALAR_CONSTRUCTORS = {
+    "tag:yaml.org,2002:int": _CONSTRUCT.construct_yaml_int,
+    "tag:yaml.org,2002:float": _CONSTRUCT.construct_yaml_float,
+    "tag:yaml.org,2002:bool": _CONSTRUCT.construct_yaml_bool,
+    "tag:yaml.org,2002:null": _CONSTRUCT.construct_yaml_null,
+}
 
 
 def scalar_value(node: ScalarNode, source: str = "") -> object:
-    """Type a scalar the way OmegaConf does: `1e-4` is a float, quoted or `!!str` text stays a string."""
-    text = node.value
-    if node.style in ("'", '"', "|", ">"):
-        return text
-    if node.tag not in _IMPLICIT_TAGS or source[node.start_mark.index : node.start_mark.index + 1] == "!":
-        return text  # an explicit tag: never constructed, kept as text
-    low = text.strip().lower()
-    if low in ("", "~", "null"):
-        return None
-    if low in _BOOL:
-        return _BOOL[low]
-    if re.match(r"^[-+]?0[0-7]+$", text.strip()):
-        return int(text.strip(), 8)  # YAML 1.1 octal, as PyYAML and OmegaConf read it
-    if _INT.match(text.strip()):
-        return int(text.replace("_", ""))
-    if _FLOAT.match(text.strip()) and any(c.isdigit() for c in text):
-        try:
-            return float(text.replace("_", ""))
-        except ValueError:
-            return text
-    if low in (".inf", "+.inf"):
-        return float("inf")
-    return text
+    """Type a scalar the way OmegaConf does (the tag OmegaConfLoader resolved): `1e-4` is a float, `12:30` the
+    int 750, quoted or `!!str` text stays a string, an unknown tag (`!env 16`) is never constructed: text."""
+    construct = _SCALAR_CONSTRUCTORS.get(node.tag)
+    if construct is None:
+        return node.value
+    try:
+        return construct(node)
+    except (ValueError, yaml.YAMLError):  # an explicit `!!int abc`
+        return node.value
 
 
 def _check_budget(root) -> None:
@@ -133,7 +146,7 @@ def load_config(path: str, text: str) -> ConfigFile:
     if m:
         config.package = m.group(1)
     try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        documents = list(yaml.compose_all(text, Loader=OmegaConfLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
