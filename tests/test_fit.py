@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from test_budget import BLOCK, EAGER
 
 from memlint.cli import main
@@ -61,3 +62,51 @@ def test_fit_knobs_without_vary(tmp_path, capsys):
 def test_fit_bad_vary_is_a_usage_error(tmp_path, capsys):
     paths = _project(tmp_path)
     assert main(["fit", *paths, "--vary", "training.batch_size"]) == 2
+
+
+def test_fit_knobs_json_is_structured_and_each_value_is_a_boundary(tmp_path, capsys):
+    """Without --vary: per knob the value that fits, and one step beyond it does not (checked with --vary)."""
+    paths = _project(tmp_path)
+    main(["fit", *paths, "--gpu", "RTX 4090", "--no-config", "--output-format", "json"])
+    knobs = {k["key"]: k for k in json.loads(capsys.readouterr().out)["knobs"]}
+    batch, seq = knobs["training.batch_size"], knobs["data.seq_len"]
+    assert batch["direction"] == "largest" and batch["now"] == 8 and batch["origin"].endswith("config.yaml:6")
+    assert seq["direction"] == "largest" and seq["now"] == 2048
+    assert {k["kind"] for k in knobs.values()} >= {"batch", "seq_len", "checkpointing", "precision"}
+    assert knobs["gradient_checkpointing"]["origin"] is None  # the config has no such key
+    for key, knob in (("training.batch_size", batch), ("data.seq_len", seq)):
+        n = knob["fits_at"]
+        main(["fit", *paths, "--gpu", "RTX 4090", "--no-config", "--output-format", "json",
+              "--vary", f"{key}={n},{n + 1}"])  # fmt: skip
+        rows = json.loads(capsys.readouterr().out)["rows"]
+        assert [r["fits"] for r in rows] == [True, False]
+        assert rows[0]["total_bytes"] == knob["total_bytes"]
+
+
+def test_fit_knobs_smallest_interval_on_the_seed_model(tmp_path, capsys):
+    from test_fix_config import _eeg
+
+    _eeg(tmp_path)
+    assert main(["fit", str(tmp_path), "--output-format", "json"]) == 1  # batch 512 does not fit a GTX 1650
+    data = json.loads(capsys.readouterr().out)
+    knobs = {k["key"]: k for k in data["knobs"]}
+    interval = knobs["graph.semi_dynamic_interval"]
+    assert (interval["direction"], interval["now"], interval["fits_at"]) == ("smallest", 1, 2)
+    assert interval["total_bytes"] * 2 == pytest.approx(data["rows"][0]["total_bytes"], rel=0.01)
+    assert knobs["training.batch_size"]["fits_at"] == 429
+    precision = next(k for k in data["knobs"] if k["kind"].startswith("precision"))
+    assert precision["kind"] == "precision-fp16" and precision["fits_at"] is None  # GTX 1650: no bf16
+    main(["fit", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "graph.semi_dynamic_interval >= 2 fits (now 1" in out and "training.batch_size <= 429 fits" in out
+
+
+def test_fit_knobs_checkpointing_off_and_on(tmp_path, capsys):
+    from test_fix_config import _attention
+
+    _attention(tmp_path)
+    main(["fit", str(tmp_path), "--output-format", "json"])
+    data = json.loads(capsys.readouterr().out)
+    knob = next(k for k in data["knobs"] if k["kind"] == "checkpointing")
+    assert (knob["key"], knob["now"], knob["fits_at"]) == ("training.gradient_checkpointing", False, True)
+    assert knob["total_bytes"] < data["usable_bytes"] < data["rows"][0]["total_bytes"]
