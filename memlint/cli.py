@@ -227,7 +227,7 @@ def show_files(paths: list[str], settings) -> str:
 
     exclude = [*settings.exclude, *settings.extend_exclude]
     files, _ = discover(paths, settings.root, exclude)
-    configs = _config_sources(files, settings, exclude)
+    configs = _config_sources(files, settings, exclude, paths)
     names = sorted({f.relpath for f in files} | {c.relpath for c in configs})
     return "".join(f"{name}\n" for name in names)
 

@@ -10,14 +10,14 @@ from pathlib import Path
 from memlint import catalogue
 from memlint.budget import MAX_RUN_FILES, budget_findings, no_gpu_finding
 from memlint.checks import FileContext, RunOptions, registered
-from memlint.cost import DTYPE_BYTES, normalise_optimizer
+from memlint.cost import DTYPE_BYTES, known_optimizer, normalise_optimizer
 from memlint.files import SourceFile, Unreadable, discover, excluded, read_text, relative
 from memlint.findings import Edit, Finding, Fix, Span
 from memlint.fix import attach_fixes
 from memlint.gpus import Gpu, find_gpu
 from memlint.parallel import analyse_files
 from memlint.settings import ConfigError, Settings
-from memlint.sizes import SizeTable, invalid_sizes
+from memlint.sizes import NUMERIC_SIZES, SizeTable, invalid_sizes
 from memlint.sources.hydra import compose_all
 from memlint.sources.python import parse_python
 from memlint.sources.yaml import ConfigFile, load_config
@@ -61,7 +61,7 @@ def check(
     files, problems = discover(paths, settings.root, exclude)
     findings: list[Finding] = [_unreadable(p) for p in problems]
 
-    config_files = _config_sources(files, settings, exclude)
+    config_files = _config_sources(files, settings, exclude, paths)
     configs, config_findings = _read_configs(config_files, settings)
     findings.extend(config_findings)
 
@@ -309,9 +309,19 @@ def _selection(settings: Settings) -> set[str]:
     return selected - ignored
 
 
-def _config_sources(files: list[SourceFile], settings: Settings, exclude: list[str]) -> list[SourceFile]:
-    """YAML files among the paths, plus `configs` from the settings (read even when only .py files are given)."""
+def _config_sources(
+    files: list[SourceFile], settings: Settings, exclude: list[str], paths=()
+) -> list[SourceFile]:
+    """YAML files among the paths, plus `configs` from the settings (read even when only .py files are given).
+
+    A `.json` file (HF `config.json`, a TrainingArguments dump) is read when named: on the command line or in
+    `configs` (JSON is YAML's flow syntax, so positions are kept); folders are not searched for JSON.
+    """
     sources = {str(f.path.resolve()): f for f in files if f.kind == "yaml"}
+    for given in paths:
+        path = Path(given)
+        if path.suffix.lower() == ".json" and path.is_file() and str(path.resolve()) not in sources:
+            sources[str(path.resolve())] = SourceFile(path, relative(path, settings.root), "yaml", True)
     for name in settings.configs:
         path = settings.root / name
         candidates = sorted(settings.root.glob(name)) if any(c in name for c in "*?[") else [path]
@@ -348,9 +358,28 @@ def _named_gpu(name: str, origin: str) -> Gpu:
     return card
 
 
+# Lightning 2.x precision aliases (`_convert_precision_to_unified_args`): `16` and `bf16` mean mixed precision.
+PRECISION_ALIASES = {
+    "16": "16-mixed",
+    "bf16": "bf16-mixed",
+    "32": "32-true",
+    "64": "64-true",
+    "double": "64-true",
+}
+
+
 def run_options(settings: Settings, table: SizeTable) -> RunOptions:
+    """Optimizer and precision from the settings, else from the configs that size these files.
+
+    Optimizer: `optimizer`, HF `optim` (`adamw_torch_fused`, `adamw_bnb_8bit`, `sgd`, `adafactor`, ...), Hydra
+    `optimizer._target_`, Lightning CLI `optimizer.class_path`; SGD with a `momentum` > 0 (a sibling key or HF
+    `optim_args: momentum=0.9`) keeps a momentum buffer. An optimizer memlint has no row for is priced as Adam
+    and the origin says so. Precision: `precision` / Lightning `trainer.precision` (`16-mixed`, `bf16-mixed`,
+    `32-true`, `16`, `bf16`, `32`, `64`, ...), else HF `bf16: true` / `fp16: true` (autocast: mixed).
+    """
     options = RunOptions(training=settings.training)
     optimizer, origin = settings.optimizer, (settings.source or "--optimizer") if settings.optimizer else ""
+    found = None
     if not optimizer:
         for key in (
             "optimizer",
@@ -358,32 +387,84 @@ def run_options(settings: Settings, table: SizeTable) -> RunOptions:
             "optimizer.name",
             "optimizer.type",
             "optimizer._target_",
+            "optimizer.class_path",
             "optimizer_name",
         ):
             size = table.lookup(key, aliases=False)
             if size is not None and isinstance(size.value, str):
-                optimizer, origin = size.value.rsplit(".", 1)[-1], size.origin
+                optimizer, origin, found = size.value.rsplit(".", 1)[-1], size.origin, size
                 break
     options.optimizer = normalise_optimizer(optimizer) if optimizer else "adam"
+    if options.optimizer == "sgd" and _momentum(table, found) > 0:
+        options.optimizer = "sgd_momentum"
+    if optimizer and not known_optimizer(optimizer):
+        origin = (
+            f"{origin}; '{optimizer}' is not in memlint's optimizer table: priced as Adam (8 B/param of state), "
+            "an assumption — declare --optimizer"
+        )
+    elif options.optimizer == "adafactor":
+        origin += (
+            "; Adafactor keeps factored second moments, O(rows + cols) per weight matrix: counted as 0 B/param, "
+            "a lower bound (1-D parameters keep 4 B each)"
+        )
     options.optimizer_origin = origin or "default (Adam; declare `optimizer` in a config or settings)"
     precision = settings.precision
     if not precision:
         for key in ("precision", "trainer.precision", "mixed_precision"):
             size = table.lookup(key, aliases=False)
-            if size is not None and size.value not in (None, False):
-                precision = "bf16-mixed" if size.value is True else str(size.value)
+            if size is not None and size.value not in (None, False) and not isinstance(size.value, float):
+                precision = "bf16-mixed" if size.value is True else str(size.value).strip().lower()
+                precision = PRECISION_ALIASES.get(precision, precision)
                 break
-        for key in ("bf16", "fp16"):
+        for key, mixed in (("bf16", "bf16-mixed"), ("fp16", "16-mixed")):
             size = table.lookup(key, aliases=False)
             if not precision and size is not None and size.value is True:
-                precision = f"{key}-mixed"
+                precision = mixed
     options.precision = precision or "fp32"
-    options.dtype_bytes = 4 if "mixed" in options.precision else DTYPE_BYTES.get(options.precision.lower(), 4)
+    low = options.precision.lower()
+    options.dtype_bytes = (
+        4 if "mixed" in low else DTYPE_BYTES.get(low, DTYPE_BYTES.get(low.removesuffix("-true"), 4))
+    )
     return options
 
 
+def _momentum(table: SizeTable, found) -> float:
+    """SGD's momentum: a key beside the optimizer's name, `optimizer.momentum`, or HF `optim_args`."""
+    keys = ["optimizer.momentum", "optimizer.init_args.momentum", "momentum"]
+    if found is not None and "." in found.key:
+        keys.insert(0, found.key.rsplit(".", 1)[0] + ".momentum")
+    for key in keys:
+        size = table.lookup(key, aliases=False)
+        if size is not None and isinstance(size.value, (int, float)) and not isinstance(size.value, bool):
+            return float(size.value)
+    args = table.lookup("optim_args", aliases=False)
+    if args is not None and isinstance(args.value, str):
+        m = re.search(r"(?:^|,)\s*momentum\s*=\s*([0-9.eE+-]+)", args.value)
+        if m:
+            try:
+                return float(m.group(1))
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
 def _conflicts(table: SizeTable) -> list[Finding]:
+    """MEM906 for a size declared twice with different values; MEM908 for an interpolation memlint cannot
+    resolve (cycles always; missing keys and run-time values when the key is a size)."""
     out = []
+    for key, item in sorted(table.unresolved.items()):
+        if item.kind != "cycle" and key.rsplit(".", 1)[-1].lower() not in NUMERIC_SIZES:
+            continue
+        path, line = _split_origin(item.origin)
+        hint = "" if item.kind == "cycle" else f"; declare it with --dim {key}=N or [tool.memlint.dims]"
+        out.append(
+            Finding(
+                path,
+                Span(line, 1, line, 2),
+                "MEM908",
+                f"'{key}' = {item.expression}: {item.reason}; memlint leaves it unresolved{hint}",
+            )
+        )
     for conflict in table.conflicts:
         path, line = _split_origin(conflict.other.origin)
         out.append(
