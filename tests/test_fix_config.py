@@ -430,3 +430,21 @@ def test_preference_order_is_checkpointing_accumulation_precision_interval_batch
     kinds = ["batch", "interval", "precision", "batch+accumulation", "checkpointing"]
     knobs = [Knob(f"k{i}", kind, "switch", False, fits_at=True) for i, kind in enumerate(kinds)]
     assert [k.kind for k in preferred(knobs)] == kinds[::-1]
+
+
+def test_rule_fix_example_is_what_the_fix_does(tmp_path, capsys):
+    """`memlint rule MEM501` shows fix-before / fix-after: run the before on the seed model and compare."""
+    from memlint import catalogue
+
+    rule = catalogue.rules()["MEM501"]
+    before = "".join(x + "\n" for x in rule.fix_before.splitlines() if not x.startswith("#"))
+    after = "".join(x + "\n" for x in rule.fix_after.splitlines() if not x.startswith("#"))
+    header = "data:\n  num_timesteps: 960\nmodel:\n  d_model: 64\n  n_heads: 4\noptimizer: adamw\n"
+    target = _eeg(tmp_path, header + before)
+    (tmp_path / "pyproject.toml").write_text(
+        PYPROJECT.format(gpu="GTX 1650").replace('"graph.num_nodes"', "19")
+    )
+    main([str(tmp_path), "--fix", "--unsafe-fixes"])
+    assert target.read_text() == header + after
+    main(["rule", "MEM501"])
+    assert "batch_size: 429" in capsys.readouterr().out
