@@ -523,3 +523,18 @@ def test_feed_forward_fix_at_seed_shape_under_fake_tensors(tmp_path, capsys):
         saved = measure_forward_backward(before, x).peak_bytes - measure_forward_backward(after, x).peak_bytes
     print(f"seed shape: measured saving {saved:,} B, estimate {estimate:,} B ({saved / estimate - 1:+.1%})")
     assert abs(saved - estimate) <= 0.10 * estimate, (saved, estimate)
+
+
+def test_rule_doc_fix_example_is_what_the_fix_does(tmp_path, capsys):
+    from memlint import catalogue
+
+    rule = catalogue.rules()["MEM203"]
+    assert rule.fix_safety == "unsafe" and rule.fix_before and rule.fix_after
+    path = _write(tmp_path, rule.fix_before)
+    dims = [arg for name, value in rule.example_dims for arg in ("--dim", f"{name}={value}")]
+    main(["check", str(path), "--no-config", *dims, "--select", "MEM203", "--fix", "--unsafe-fixes"])
+    capsys.readouterr()
+    assert path.read_text() == rule.fix_after
+    main(["rule", "MEM203"])
+    shown = capsys.readouterr().out
+    assert "Fix (before)" in shown and "FeedForward(512, mult=4), FeedForward(512, mult=4)" in shown
