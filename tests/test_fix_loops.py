@@ -370,11 +370,14 @@ def test_eigh_in_chunks_named_and_priced_honestly(tmp_path, capsys):
     (finding,) = [f for f in _json(path, capsys, *SEED) if f["code"] == "MEM401"]
     message = finding["fix"]["message"]
     assert message.startswith("chosen: chunks, because the result is not named as a positional encoding")
-    assert "only the solver workspace is divided by 8" in message and "torch.no_grad()" in message
-    # 7,680 matrices of 19 x 19: 64.0 MiB kept (COSTMODEL), plus one copy of the results from torch.cat
-    kept, copy = finding["cost"]["bytes"], 7680 * (19 * 19 + 19) * 4
+    assert "the solver workspace and the decomposition's backward temporaries are divided by 8" in message
+    assert "autograd still keeps every chunk's results and torch.cat adds one copy" in message
+    assert "torch.no_grad()" in message
+    # 7,680 matrices of 19 x 19: 64.0 MiB priced (COSTMODEL); the results and their torch.cat copy stay
+    kept, results = finding["cost"]["bytes"], 7680 * (19 * 19 + 19) * 4
     assert kept == 7680 * (6 * 19 * 19 + 19) * 4
-    assert any(f"in 8 chunks: {_human(kept + copy)}" in a for a in finding["cost"]["alternatives"])
+    assert f"at least {_human(2 * results)} of the {_human(kept)} priced stays" in message
+    assert any(f"in 8 chunks: at least {_human(2 * results)}" in a for a in finding["cost"]["alternatives"])
     text = _fix(path, capsys, *SEED)
     assert (
         "values, vectors = map(torch.cat, zip(*[torch.linalg.eigh(part) for part in lap.chunk(8)]))" in text
@@ -445,3 +448,147 @@ def test_rule_shows_each_fix_before_and_after(code, capsys):
     for word in words:
         assert word in rule.fix_after
     assert rule.fix_before.strip() in text
+
+
+# --- with torch on CPU: same function, lower measured peak -----------------------------------------------
+
+SHAPE = {"B": 2, "T": 64, "N": 16, "D": 32}
+
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+def _classes(source: str, fixed: str, name: str):
+    before: dict = {"__name__": "before"}
+    after: dict = {"__name__": "after"}
+    exec(compile(source, "before.py", "exec"), before)  # our own test sources, before and after the fix
+    exec(compile(fixed, "after.py", "exec"), after)
+    return before[name], after[name]
+
+
+def _same_function(source: str, fixed: str, name: str, inputs, *, train: bool = False, tol=None) -> None:
+    """Equal outputs and gradients (inputs and parameters) on the same random inputs and the same RNG.
+
+    `tol` (rtol, atol) for the parameter gradients of a vectorised rewrite: one GEMM over T·B·N rows sums
+    the weight gradient in another order than T per-step GEMMs (measured: 3.4e-5 on gradients up to 87).
+    """
+    close = {} if tol is None else {"rtol": tol[0], "atol": tol[1]}
+    torch = _torch()
+    before_cls, after_cls = _classes(source, fixed, name)
+    torch.manual_seed(0)
+    before, after = before_cls(), after_cls()
+    after.load_state_dict(before.state_dict())
+    before.train(train)
+    after.train(train)
+    a_in = [t.clone().requires_grad_() for t in inputs]
+    b_in = [t.clone().requires_grad_() for t in inputs]
+    torch.manual_seed(1)
+    out_a = before(*a_in)
+    torch.manual_seed(1)
+    out_b = after(*b_in)
+    torch.testing.assert_close(out_b, out_a)
+    grad = torch.randn_like(out_a)
+    out_a.backward(grad)
+    out_b.backward(grad)
+    for x, y in zip(a_in, b_in, strict=True):
+        torch.testing.assert_close(y.grad, x.grad)
+    for (pname, p), (_, q) in zip(before.named_parameters(), after.named_parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, msg=lambda m, n=pname: f"{n}: {m}", **close)
+
+
+def _peaks(source: str, fixed: str, name: str, inputs) -> tuple[int, int]:
+    """Measured forward + backward peaks above the baseline (live tensor storage), before and after."""
+    torch = _torch()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from memtrack import measure_forward_backward
+
+    before_cls, after_cls = _classes(source, fixed, name)
+    torch.manual_seed(0)
+    before, after = before_cls(), after_cls()
+    after.load_state_dict(before.state_dict())
+    return (
+        measure_forward_backward(before, *inputs).added_bytes,
+        measure_forward_backward(after, *inputs).added_bytes,
+    )
+
+
+def _inputs(*shapes):
+    torch = _torch()
+    torch.manual_seed(2)
+    return [torch.randn(*s) for s in shapes]
+
+
+B, T, N, D = SHAPE.values()
+CASES = {
+    "checkpoint-call": (STEP_CALL, "Combiner", [(B, T, N, D), (B, T, D)]),
+    "checkpoint-body": (MULTI, "Gated", [(B, T, N, D)]),
+    "vectorise": (VECTOR, "Proj", [(B, T, N, D)]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_fixed_module_computes_the_same(tmp_path, capsys, case, train):
+    source, name, shapes = CASES[case]
+    fixed = _fix(_write(tmp_path, source), capsys)
+    assert fixed != source
+    tol = (1e-5, 1e-4) if case == "vectorise" else None  # checkpoint recomputes the same ops: exact
+    _same_function(source, fixed, name, _inputs(*shapes), train=train, tol=tol)  # train: dropout, RNG kept
+
+
+@pytest.mark.parametrize("case", ["checkpoint-call", "checkpoint-body"])
+def test_checkpoint_lowers_the_measured_peak_as_estimated(tmp_path, capsys, case):
+    """memlint prices the loop at T x step x (kept per step + 1 stack). Checkpointing keeps each step's output
+    and the stack copy (2 x T x step), so the measured saving must lie between the estimate minus those and
+    the estimate itself (5 % slack)."""
+    source, name, shapes = CASES[case]
+    path = _write(tmp_path, source)
+    (finding,) = [f for f in _json(path, capsys) if f["code"] == "MEM101"]
+    estimate = finding["cost"]["bytes"]
+    step_bytes = B * N * D * 4
+    kept = 2 * T * step_bytes
+    fixed = _fix(path, capsys)
+    before, after = _peaks(source, fixed, name, _inputs(*shapes))
+    saved = before - after
+    print(f"{case}: estimate {estimate:,} B, measured {before:,} -> {after:,} B, saved {saved:,} B")
+    assert estimate - kept <= saved <= 1.05 * estimate, (saved, estimate, kept)
+
+
+def test_vectorise_saves_what_the_estimate_says(tmp_path, capsys):
+    """The finding's 'vectorised' alternative prices the rewrite: the measured saving matches it within 1 %."""
+    path = _write(tmp_path, VECTOR)
+    (finding,) = [f for f in _json(path, capsys) if f["code"] == "MEM101"]
+    estimate = finding["cost"]["bytes"]
+    vectorised = T * B * N * D * 4 * 2  # Linear output + GELU output, no slice copy, no stack
+    assert any(
+        f"vectorised over the step axis (no stack copy): {_human(vectorised)}" in a
+        for a in finding["cost"]["alternatives"]
+    )
+    fixed = _fix(path, capsys)
+    before, after = _peaks(VECTOR, fixed, "Proj", _inputs((B, T, N, D)))
+    saved = before - after
+    print(f"vectorise: estimate saving {estimate - vectorised:,} B, measured {saved:,} B")
+    assert abs(saved - (estimate - vectorised)) <= 0.01 * (estimate - vectorised)
+
+
+def test_chunked_eigh_same_results_and_measured_tensors(tmp_path, capsys):
+    """Chunks give the same spectra and gradients. Measured at the seed shape (7,680 Laplacians of 19 x 19):
+    the tensors never drop below the floor the message states (results + their torch.cat copy), and they do
+    not exceed the priced unchunked peak."""
+    torch = _torch()
+    path = _write(tmp_path, EIGH)
+    (finding,) = [f for f in _json(path, capsys, *SEED) if f["code"] == "MEM401"]
+    priced = finding["cost"]["bytes"]
+    floor = 2 * 7680 * (19 * 19 + 19) * 4
+    fixed = _fix(path, capsys, *SEED)
+    torch.manual_seed(3)
+    r = torch.rand(8, 960, 19, 19)
+    adjacency = (r + r.transpose(-1, -2)) / 2
+    _same_function(EIGH, fixed, "Spectrum", [adjacency[:, :40]])
+    before, after = _peaks(EIGH, fixed, "Spectrum", [adjacency.requires_grad_()])
+    print(
+        f"eigh: priced {priced:,} B, measured {before:,} B unchunked, {after:,} B in 8 chunks (floor {floor:,} B)"
+    )
+    assert abs(before - priced) <= 0.01 * priced
+    assert floor <= after <= before
