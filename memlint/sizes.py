@@ -359,7 +359,8 @@ class _Resolver:
                 return _typed(args[1]), ""
             return None, ""
         if name == "oc.decode":
-            value, origin = self.evaluate(args[0], key) if args else ("", "")
+            arg = args[0] if args else ""
+            value, origin = self.evaluate(arg, key) if "${" in arg else (_typed(arg), "")
             return (_typed(value) if isinstance(value, str) else value), origin
         what = RUNTIME_RESOLVERS.get(name, f"the custom resolver '{name}' (registered by the training code)")
         default = f"; its default is {args[1].strip()}" if name in ("oc.env", "env") and len(args) > 1 else ""
