@@ -330,8 +330,12 @@ def _config_sources(
             if key not in sources and candidate.is_file():
                 sources[key] = SourceFile(candidate, relative(candidate, settings.root), "yaml", True)
     ordered = [s for s in sources.values()]
-    # settings `configs` order first (merge order), then the rest by path
+    # merge order: settings `configs` first, then config files in the order the command line gives them,
+    # then the rest (found in folders) by path
     rank = {str((settings.root / n).resolve()): i for i, n in enumerate(settings.configs)}
+    for given in paths:
+        if Path(given).is_file():
+            rank.setdefault(str(Path(given).resolve()), len(rank))
     return sorted(ordered, key=lambda s: (rank.get(str(s.path.resolve()), len(rank)), s.relpath))
 
 

@@ -427,3 +427,35 @@ def test_dim_sweep_on_the_command_line(tmp_path, capsys):
     )
     (logits,) = _by_code(findings, "MEM302")
     assert logits["cost"]["bytes"] == 3 * 4 * 512 * V * 4
+
+
+# --- Hydra header and merge order ------------------------------------------------------------------------
+
+
+def test_package_directive_only_in_the_header(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "conf/config.yaml": "defaults:\n  - model: a\n  - model@other: b\n",
+            "conf/model/a.yaml": "\n# @package _global_\nd_model: 256\n",  # header: global
+            "conf/model/b.yaml": "# b's sizes\n# @package _global_\nd_model: 512\n",  # too late: group package
+        },
+    )
+    report = check([str(tmp_path / "conf/config.yaml")], Settings(root=tmp_path))
+    assert report.table.by_key["d_model"].value == 256
+    assert report.table.by_key["other.d_model"].value == 512
+
+
+@pytest.mark.parametrize("order", [("a.yaml", "b.yaml"), ("b.yaml", "a.yaml")])
+def test_configs_merge_in_the_order_given(tmp_path, capsys, order):
+    root = _hf_project(tmp_path)
+    _write(root, {"a.yaml": "per_device_train_batch_size: 2\n", "b.yaml": "per_device_train_batch_size: 4\n"})
+    args = {**TRAINING_ARGS}
+    del args["per_device_train_batch_size"]
+    (root / "training_args.json").write_text(json.dumps(args), encoding="utf-8")
+    files = ["model.py", "training_args.json", "config.json", *order]
+    findings = _json_findings(capsys, [str(root / f) for f in files] + ["--no-config"])
+    batch = next(s for s in _by_code(findings, "MEM302")[0]["cost"]["sizes"] if s["symbol"] == "B")
+    assert batch["value"] == (2 if order[0] == "a.yaml" else 4)
+    (conflict,) = _by_code(findings, "MEM906")  # the other declaration is reported, not dropped silently
+    assert conflict["filename"].endswith(order[1])

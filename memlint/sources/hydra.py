@@ -52,6 +52,8 @@ def _merge_into(result, config: ConfigFile, config_dir: Path, prefix: str, root,
     order: list[str] = []
     for entry in entries:  # overrides replace the option of an earlier (or nested) group
         group = entry[0].lstrip("/")
+        if entry[1]:  # the same group may be chosen twice under different packages (`- model@other: b`)
+            group = f"{group}@{entry[1]}"
         if entry[4] and group in chosen:
             chosen[group] = (*chosen[group][:2], entry[2], chosen[group][3], False)
             continue

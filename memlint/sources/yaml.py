@@ -139,12 +139,26 @@ def _check_budget(root) -> None:
     visit(root, 0)
 
 
+def header_package(text: str) -> str | None:
+    """`# @package X` as Hydra reads it: only in the header, which ends at the first line that is neither blank
+    nor a `# @key value` directive (a plain comment ends it too: hydra/_internal/config_repository.py)."""
+    package = None
+    for line in text.lstrip("\ufeff").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if not re.match(r"#\s*@", line):
+            break
+        words = line.lstrip("#").split()
+        if len(words) == 2 and words[0] == "@package":
+            package = words[1]
+    return package
+
+
 def load_config(path: str, text: str) -> ConfigFile:
     """Parse one YAML file into a ConfigFile; every failure becomes a Problem, never an exception."""
     config = ConfigFile(path=path)
-    m = re.match(r"\A(?:\s*#[^\n]*\n|\s*\n)*?\s*#\s*@package\s+(\S+)", text)
-    if m:
-        config.package = m.group(1)
+    config.package = header_package(text)
     try:
         documents = list(yaml.compose_all(text, Loader=OmegaConfLoader))
     except yaml.MarkedYAMLError as exc:
