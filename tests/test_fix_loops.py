@@ -304,6 +304,23 @@ def test_checkpoint_declines_with_a_reason(tmp_path, capsys, case):
     assert path.read_bytes() == before
 
 
+def test_checkpoint_declines_one_torch_op(tmp_path, capsys):
+    """Found in transformers (whisper): checkpointing `torch.index_select` alone keeps the same inputs."""
+    source = textwrap.dedent(
+        """
+        import torch
+
+
+        def gather(weights, index):
+            B, H, T, D = weights.shape
+            return torch.stack([torch.index_select(weights[:, :, t, :], 0, index[:, t]) for t in range(T)], 2)
+        """
+    )
+    path = _write(tmp_path, source)
+    notes = _decline_notes(path, capsys)
+    assert any("the step is one torch op (torch.index_select)" in n for n in notes), notes
+
+
 # --- MEM101: vectorise ----------------------------------------------------------------------------------
 
 

@@ -157,6 +157,7 @@ class _Checkpoint:
 
     def comprehension(self, comp: ast.ListComp | ast.GeneratorExp) -> Fix:
         call = comp.elt
+        self._refuse_one_torch_op(call)
         if not (isinstance(call, ast.Call) and self._simple_call(call)):
             raise NoFix("the comprehension's element is not one call on names and slices")
         if self._calls_checkpoint([call]):
@@ -204,8 +205,8 @@ class _Checkpoint:
             "tuple",
         }:
             return False
-        if self.module.qualname(func) in CHECKPOINT_FUNCS:
-            return False
+        if (self.module.qualname(func) or "").startswith("torch."):
+            return False  # one torch op (or checkpoint itself): wrapping it keeps the same inputs
         if any(kw.arg in CHECKPOINT_KEYWORDS for kw in call.keywords):
             return False
         if not _cheap(func):
@@ -227,6 +228,8 @@ class _Checkpoint:
 
     def _nested(self, step: StepAppend) -> Fix:
         moved = step.before
+        if not moved:
+            self._refuse_one_torch_op(step.value)
         self._refuse_side_effects(step, moved)
         stored = _stores(moved)
         self._refuse_escaping_names(step, stored)
@@ -339,6 +342,18 @@ class _Checkpoint:
                 raise NoFix(f"the loop body uses `{type(node).__name__.lower()}` (line {node.lineno})")
         if self._calls_checkpoint(step.loop.body):
             raise NoFix("the step is already checkpointed")
+
+    def _refuse_one_torch_op(self, value: ast.expr) -> None:
+        """`torch.index_select(x[:, t], ...)` alone: a checkpoint would keep the same inputs the op saves."""
+        if (
+            isinstance(value, ast.Call)
+            and (self.module.qualname(value.func) or "").startswith("torch.")
+            and all(_cheap(a.value if isinstance(a, ast.Starred) else a) for a in value.args)
+            and all(_cheap(kw.value) for kw in value.keywords)
+        ):
+            raise NoFix(
+                f"the step is one torch op ({ast.unparse(value.func)}): checkpointing it saves nothing"
+            )
 
     def _calls_checkpoint(self, nodes) -> bool:
         for node in _walk_scoped(nodes):
