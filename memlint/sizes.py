@@ -165,6 +165,11 @@ class SizeTable:
                     prefix = config.package + "."
                 for key, cv in config.values.items():
                     key = prefix + key
+                    if key.startswith(SEARCH_SPACE):
+                        sweep = _search_space(key.removeprefix(SEARCH_SPACE), cv)
+                        if sweep is not None:
+                            sweeps.append((*sweep, rank))
+                        continue
                     swept = key.startswith(SWEEPER_PARAMS)
                     target = key.removeprefix(SWEEPER_PARAMS).lstrip("+") if swept else key  # `+key`: add
                     worst = None
@@ -459,6 +464,28 @@ def _text(value) -> str:
 # --- Hydra sweeps ------------------------------------------------------------------------------------
 
 SWEEPER_PARAMS = "hydra.sweeper.params."
+SEARCH_SPACE = "hydra.sweeper.search_space."  # the Optuna sweeper's older layout: {type, choices | low, high}
+
+
+def _search_space(rest: str, cv) -> tuple[str, object, str] | None:
+    """`search_space.<key>.choices: [32, 64]` or `.high: 0.2`: (key, worst value, origin); else None."""
+    target, _, field = rest.rpartition(".")
+    if field == "choices" and isinstance(cv.value, list):
+        values = _numbers(list(cv.value))
+        if values:
+            shown = ", ".join(str(v) for v in cv.value)
+            if "interval" in target.rsplit(".", 1)[-1].lower():
+                return (
+                    target,
+                    min(values),
+                    f"{cv.origin}, the smallest of the sweep [{shown}] (the worst case)",
+                )
+            return target, max(values), f"{cv.origin}, the largest of the sweep [{shown}]"
+    if field == "high" and _numbers([cv.value]) and "interval" not in target.rsplit(".", 1)[-1].lower():
+        return target, cv.value, f"{cv.origin}, the upper bound of the sweep"
+    return None
+
+
 _SWEEP_CALL = re.compile(r"^\s*(choice|range|interval|int|float|tag|sort|shuffle)\s*\((.*)\)\s*$", re.S)
 
 

@@ -459,3 +459,69 @@ def test_configs_merge_in_the_order_given(tmp_path, capsys, order):
     assert batch["value"] == (2 if order[0] == "a.yaml" else 4)
     (conflict,) = _by_code(findings, "MEM906")  # the other declaration is reported, not dropped silently
     assert conflict["filename"].endswith(order[1])
+
+
+DENSE = """from torch import nn
+
+
+class DenseNet(nn.Module):
+    def __init__(self, input_size=784, lin1_size=256, lin2_size=256, output_size=10):
+        super().__init__()
+        self.model = nn.Sequential(
+            nn.Linear(input_size, lin1_size),
+            nn.ReLU(),
+            nn.Linear(lin1_size, lin2_size),
+            nn.ReLU(),
+            nn.Linear(lin2_size, output_size),
+        )
+
+    def forward(self, x):
+        return self.model(x.flatten(1))
+"""
+
+
+def _dense_params(l1: int, l2: int) -> int:
+    return 784 * l1 + l1 + l1 * l2 + l2 + l2 * 10 + 10
+
+
+@pytest.mark.parametrize("layout", ["params", "search_space"])
+def test_lightning_hydra_layout_with_an_optuna_search(tmp_path, layout):
+    search = (
+        "    params:\n      model.optimizer.lr: interval(0.0001, 0.1)\n      data.batch_size: choice(32, 64, 256)\n"
+        "      model.net.lin1_size: choice(64, 512)\n      model.net.lin2_size: choice(32, 128)\n"
+        if layout == "params"
+        else "    search_space:\n      data.batch_size:\n        type: categorical\n        choices: [32, 64, 256]\n"
+        "      model.net.lin1_size:\n        type: categorical\n        choices: [64, 512]\n"
+        "      model.net.lin2_size:\n        type: int\n        low: 32\n        high: 128\n"
+    )
+    root = _write(
+        tmp_path,
+        {
+            "src/net.py": DENSE,
+            "configs/train.yaml": "# @package _global_\ndefaults:\n  - _self_\n  - data: mnist\n  - model: mnist\n"
+            "  - trainer: default\n  - paths: default\n  - hparams_search: null\n  - optional local: default\n"
+            "task_name: train\n",
+            "configs/data/mnist.yaml": "data_dir: ${paths.data_dir}\nbatch_size: 128\nnum_workers: 0\n",
+            "configs/model/mnist.yaml": "optimizer:\n  _target_: torch.optim.SGD\n  _partial_: true\n  lr: 0.01\n"
+            "  momentum: 0.9\nnet:\n  input_size: 784\n  lin1_size: 64\n  lin2_size: 32\n  output_size: 10\n",
+            "configs/trainer/default.yaml": "accelerator: gpu\nprecision: bf16-mixed\nmax_epochs: 10\n",
+            "configs/paths/default.yaml": "root_dir: ${oc.env:PROJECT_ROOT}\ndata_dir: ${paths.root_dir}/data/\n"
+            "output_dir: ${hydra:runtime.output_dir}\n",
+            "configs/hparams_search/optuna.yaml": "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n"
+            "hydra:\n  mode: MULTIRUN\n  sweeper:\n" + search,
+            "configs/search.yaml": "defaults:\n  - train\n  - override hparams_search: optuna\n  - _self_\n",
+        },
+    )
+    estimates = {}
+    for name in ("train", "search"):
+        report = check(
+            [str(root / "src"), str(root / f"configs/{name}.yaml")], Settings(root=root, gpu="4090")
+        )
+        assert not [f for f in report.findings if f.code in ("MEM901", "MEM908")]  # hydra/sweeper is Hydra's
+        (estimates[name],) = report.budgets
+    assert estimates["train"].params == _dense_params(64, 32)
+    assert estimates["search"].params == _dense_params(512, 128)  # the largest of each sweep
+    assert estimates["search"].optimizer == "sgd_momentum" and estimates["search"].precision == "bf16-mixed"
+    table = estimates["search"].table
+    assert table.lookup("data.batch_size").value == 256
+    assert "sweep" in table.lookup("data.batch_size").origin

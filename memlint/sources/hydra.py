@@ -72,10 +72,17 @@ def _merge_into(result, config: ConfigFile, config_dir: Path, prefix: str, root,
         if option is None:
             continue  # `- group: null`: a placeholder
         group = group.lstrip("/")
-        base = root if chosen[name][0].startswith("/") else config_dir
-        file = _option_file(base, group, option) or _option_file(config_dir, group, option)
+        # `/group` is absolute: under the primary config's directory (Hydra's config root)
+        base = root / Path(primary.path).parent if chosen[name][0].startswith("/") else config_dir
+        file = (
+            _option_file(base, group, option)
+            or _option_file(config_dir, group, option)
+            or _option_file(root, group, option)
+        )
         if file is None:
-            if not optional:
+            # hydra/sweeper, hydra/launcher, hydra/job_logging, ...: Hydra's own groups, provided by Hydra and its
+            # plugins, not by the project (and never sizes)
+            if not optional and group.split("/", 1)[0] != "hydra":
                 result.problems.append(
                     Problem(
                         "MEM901",
