@@ -609,3 +609,20 @@ def test_chunked_eigh_same_results_and_measured_tensors(tmp_path, capsys):
     )
     assert abs(before - priced) <= 0.01 * priced
     assert floor <= after <= before
+
+
+def _doc_parts(snippet: str) -> list[str]:
+    """The numbered examples of a fix-before / fix-after snippet, comment lines dropped."""
+    parts = [p for p in snippet.strip().split("\n\n") if p.strip()]
+    return ["\n".join(line for line in p.splitlines() if not line.lstrip().startswith("#")) for p in parts]
+
+
+def test_mem401_doc_examples_are_what_the_fixer_writes(tmp_path, capsys):
+    rule = catalogue.rules()["MEM401"]
+    befores, afters = _doc_parts(rule.fix_before), _doc_parts(rule.fix_after)
+    assert len(befores) == len(afters) == 2
+    for i, (before, after) in enumerate(zip(befores, afters, strict=True)):
+        head = "import torch\n\n\ndef spectrum(lap):\n    B, T, N, _ = lap.shape\n"
+        path = _write(tmp_path, head + textwrap.indent(before, "    ") + "\n    return lap\n", f"doc{i}.py")
+        text = _fix(path, capsys, *SEED)
+        assert textwrap.indent(after, "    ") + "\n" in text, text
