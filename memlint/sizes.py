@@ -67,6 +67,10 @@ ALIAS_GROUPS: list[tuple[str, ...]] = [
     ("patch_size", "patch"),
     ("num_queries", "n_queries", "num_query_tokens", "query_tokens", "num_latents", "n_latents"),
     ("gradient_accumulation_steps", "accumulate_grad_batches", "grad_accum_steps", "gradient_accumulation"),
+    # HF attribute_map names: GPT-2's config.json says n_positions, its code reads config.max_position_embeddings
+    ("max_position_embeddings", "n_positions", "max_positions"),
+    ("num_key_value_heads", "n_kv_heads", "num_kv_heads", "n_kv_head", "multi_query_group_num"),
+    ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"),
 ]
 # Shape letters that are conventional enough to resolve: `B, T, ... = x.shape`.
 LETTER_ALIASES = {"B": "batch_size", "T": "seq_len"}

@@ -32,7 +32,8 @@ class LM(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.wpe = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.h = nn.ModuleList([Block(config) for _ in range(config.num_hidden_layers)])
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
     def forward(self, idx, targets):
@@ -43,7 +44,14 @@ class LM(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 """
 V, E, L, B, T = 50257, 768, 12, 8, 1024
-HF_CONFIG = {"vocab_size": V, "n_embd": E, "hidden_size": E, "n_layer": L, "n_head": 12, "n_positions": 1024}
+HF_CONFIG = {
+    "vocab_size": V,
+    "n_embd": E,
+    "n_layer": L,
+    "n_head": 12,
+    "n_positions": 1024,
+    "layer_norm_epsilon": 1e-05,
+}
 TRAINING_ARGS = {
     "per_device_train_batch_size": B,
     "gradient_accumulation_steps": 4,
@@ -149,7 +157,7 @@ def test_hf_config_json_and_training_args_price_the_lm_head(tmp_path, capsys, na
     assert sizes["T"]["value"] == T
     params = {f["location"]["row"]: f["cost"]["bytes"] for f in _by_code(findings, "MEM301")}
     assert params[18] == V * E * 16  # wte: 16 B/param with fused AdamW, bf16 autocast keeps fp32 weights
-    assert params[20] == E * V * 16  # lm_head from hidden_size
+    assert params[21] == E * V * 16  # lm_head from hidden_size
 
 
 def test_num_layers_multiply_the_whole_run_parameters(tmp_path):
@@ -159,7 +167,9 @@ def test_num_layers_multiply_the_whole_run_parameters(tmp_path):
     )
     report = check([str(root / "model.py")], _settings(root))
     (estimate,) = report.budgets
-    assert estimate.params == 2 * V * E + L * BLOCK_PARAMS
+    # wpe: config.max_position_embeddings is GPT-2's n_positions (HF attribute_map); the layers: num_hidden_layers
+    # is n_layer
+    assert estimate.params == 2 * V * E + 1024 * E + L * BLOCK_PARAMS
     terms = estimate.by_category()
     assert terms["weights"] == 4 * estimate.params and terms["optimizer state"] == 8 * estimate.params
     assert terms["step temporaries"] == 0  # adamw_torch_fused
