@@ -538,3 +538,100 @@ def test_rule_doc_fix_example_is_what_the_fix_does(tmp_path, capsys):
     main(["rule", "MEM203"])
     shown = capsys.readouterr().out
     assert "Fix (before)" in shown and "FeedForward(512, mult=4), FeedForward(512, mult=4)" in shown
+
+
+PAIRS = LAYERS.replace(
+    "def forward(self, x, context=None):", "def forward(self, x, context=None, mask=None):"
+) + textwrap.dedent(
+    """
+
+    class Processor(nn.Module):
+        def __init__(self, dim=64, depth=2):
+            super().__init__()
+            self.layers = nn.ModuleList([
+                nn.ModuleList([PreNorm(dim, Attention(dim, heads=4)), PreNorm(dim, FeedForward(dim))])
+                for _ in range(depth)
+            ])
+
+        def forward(self, x, mask=None):
+            for attn, ff in self.layers:
+                x = attn(x, mask=mask) + x
+                x = ff(x) + x
+            return x
+    """
+)
+
+
+def test_declines_when_any_loop_application_passes_more(tmp_path, capsys):
+    """The call that applies the attention is found by its position in the loop's tuple target."""
+    (note,) = _decline(tmp_path, capsys, PAIRS)
+    assert "calls it with more than the input (`attn(x, mask=mask)`)" in note
+
+
+def test_declines_a_forward_that_needs_two_inputs(tmp_path, capsys):
+    assert "context=None, mask=None" in PAIRS
+    source = PAIRS.replace(
+        "def forward(self, x, context=None, mask=None):", "def forward(self, x, context, mask=None):"
+    )
+    source = source.replace("x = attn(x, mask=mask) + x", "x = attn(x, x) + x")
+    notes = _decline(tmp_path, capsys, source)
+    assert notes == ["no fix: Attention.forward requires (x, context): it is not called with its input alone"]
+
+
+def test_declines_channels_first_attention(tmp_path, capsys):
+    source = textwrap.dedent(
+        """
+        import torch
+        from torch import nn
+
+
+        class AttnBlock(nn.Module):
+            def __init__(self, in_channels):
+                super().__init__()
+                self.norm = nn.GroupNorm(32, in_channels)
+                self.q = nn.Conv2d(in_channels, in_channels, 1)
+
+            def forward(self, x):
+                B, C, H, W = x.shape
+                q = self.q(self.norm(x)).reshape(B, C, H * W)
+                w = torch.softmax(q.transpose(1, 2) @ q, dim=-1)
+                return x + (q @ w).reshape(B, C, H, W)
+
+
+        class Mid(nn.Module):
+            def __init__(self, channels):
+                super().__init__()
+                self.attn_1 = AttnBlock(channels)
+
+            def forward(self, x):
+                return self.attn_1(x)
+        """
+    )
+    (note,) = _decline(tmp_path, capsys, source)
+    assert "AttnBlock works on channels-first maps (its __init__ uses GroupNorm)" in note
+
+
+def test_factory_kwargs_are_allowed_and_said_to_be_dropped(tmp_path, capsys):
+    factory = LAYERS.replace(
+        "def __init__(self, query_dim, context_dim=None, heads=8, dim_head=64):",
+        "def __init__(self, query_dim, context_dim=None, heads=8, dim_head=64, device=None, dtype=None):",
+    )
+    assert factory != LAYERS
+    source = factory + textwrap.dedent(
+        """
+
+        class Decoder(nn.Module):
+            def __init__(self, dim=64, device=None, dtype=None):
+                super().__init__()
+                dd = {"device": device, "dtype": dtype}
+                self.attn = Attention(dim, heads=4, **dd)
+
+            def forward(self, x):
+                return self.attn(x) + x
+        """
+    )
+    path = _write(tmp_path, source)
+    (finding,) = _findings(path, capsys)
+    assert "The constructor's **dd is not passed on" in finding["fix"]["message"]
+    _fix(path, capsys)
+    assert "self.attn = FeedForward(dim)" in path.read_text()

@@ -50,6 +50,7 @@ LATENT_NAMES = ("latents", "lp_features", "memory", "context", "z")
 BY_NAME_TOKENS = ("latents", "lp_features", "memory", "context")  # plural/sequence names: [B, M, d]
 LATENT_WIDTHS = re.compile(r"(?i)^(?:latent|context|lp|memory|ctx|kv|cond)_?dim$|^dim_(?:latent|context|lp)$")
 FF_MULT = 4
+CHANNELS_FIRST = {"GroupNorm", "BatchNorm2d", "BatchNorm3d", "InstanceNorm2d"}
 NN = "torch.nn"
 
 
@@ -100,6 +101,7 @@ class _Swap:
             self.call, self.ctor = node, self._ctor_of(node)
         self._check_ctor()
         self._check_returns_one_tensor()
+        self._check_token_layout()
         cross = self._cross_attention()
         if isinstance(cross, Fix):
             return cross
@@ -148,9 +150,15 @@ class _Swap:
 
     def _check_ctor(self) -> None:
         ctor = self.ctor
-        if any(isinstance(a, ast.Starred) for a in ctor.args) or any(kw.arg is None for kw in ctor.keywords):
-            raise Decline("the constructor takes *args/**kwargs: its width cannot be read")
+        if any(isinstance(a, ast.Starred) for a in ctor.args):
+            raise Decline("the constructor takes *args: its width cannot be read")
         params = _params(self.init)
+        # `**dd` (timm's device/dtype factory kwargs) cannot repeat an argument given explicitly, so an
+        # explicit width is the real one; only an output width could hide in it.
+        if any(kw.arg is None for kw in ctor.keywords):
+            hidden = [p for p in params + [a.arg for a in self.init.args.kwonlyargs] if p in OUT_PARAMS]
+            if hidden:
+                raise Decline(f"the constructor takes **kwargs, which may set {hidden[0]}")
         if not params or params[0] not in WIDTH_PARAMS:
             first = params[0] if params else "nothing"
             raise Decline(f"{self.name}.__init__ takes `{first}` first, not a width (dim, query_dim, ...)")
@@ -217,15 +225,64 @@ class _Swap:
                 raise Decline(f"{wname}.forward does not call self.{attr}")
             inner = wrapper
 
+    def _check_token_layout(self) -> None:
+        """The replacement works on [B, N, d] tokens: channels-first attention (conv projections over
+        [B, C, H, W] maps, VQ-VAE style) would get a Linear over the wrong axis; and forward must take one input."""
+        for node in ast.walk(self.init):
+            func = node.func if isinstance(node, ast.Call) else node if isinstance(node, ast.Name) else None
+            name = (self.module.qualname(func) or "") if func is not None else ""
+            kind = name.rsplit(".", 1)[-1]
+            if "Conv" in kind or kind in CHANNELS_FIRST:
+                raise Decline(
+                    f"{self.name} works on channels-first maps (its __init__ uses {kind}): a token "
+                    "feed-forward would act on the wrong axis"
+                )
+        if not _one_input(self.forward):
+            required = ", ".join(_required(self.forward))
+            raise Decline(f"{self.name}.forward requires ({required}): it is not called with its input alone")
+
     def _check_single_input(self) -> None:
-        call = self.call
-        if call is None:
-            if not self._in_sequential():
-                raise Decline("no call of the attention was found, so its inputs are unknown")
-            return
-        if len(call.args) != 1 or isinstance(call.args[0], ast.Starred) or call.keywords:
-            shown = ast.unparse(call)
-            raise Decline(f"line {call.lineno} calls it with more than the input (`{shown[:60]}`)")
+        calls = [self.call] if self.call is not None and self.call is self._direct_call() else []
+        calls += [c for c in self._applications() if all(c is not k for k in calls)]
+        if not calls and not self._in_sequential():
+            raise Decline("no call of the attention was found, so its inputs are unknown")
+        for call in calls:
+            if len(call.args) != 1 or isinstance(call.args[0], ast.Starred) or call.keywords:
+                shown = ast.unparse(call)
+                raise Decline(f"line {call.lineno} calls it with more than the input (`{shown[:60]}`)")
+
+    def _applications(self) -> list[ast.Call]:
+        """Every call in the owning class that applies the attribute holding the constructor, or the item of
+        it that holds the constructor: `self.x(...)`, `self.x[i](...)`, loop names over `self.x` (tuple
+        targets matched by position in the inner list)."""
+        found = _holder(self.module, self.ctor)
+        if found is None:
+            return []
+        attr, value, owner = found
+        index = _item_index(self.module, value, self.ctor)
+        calls: list[ast.Call] = []
+        for method in owner.methods.values():
+            names: set[str] = set()
+            for node in ast.walk(method):
+                if isinstance(node, ast.For) and _is_self_attr(node.iter, attr):
+                    target = node.target
+                    if isinstance(target, ast.Name):
+                        names.add(target.id)
+                    elif isinstance(target, ast.Tuple) and index is not None and index < len(target.elts):
+                        elt = target.elts[index]
+                        if isinstance(elt, ast.Name):
+                            names.add(elt.id)
+                    else:
+                        raise Decline(f"the loop over self.{attr} at line {node.lineno} is not followed")
+            for node in ast.walk(method):
+                if not isinstance(node, ast.Call):
+                    continue
+                callee = node.func
+                if isinstance(callee, ast.Subscript):
+                    callee = callee.value
+                if _is_self_attr(callee, attr) or (isinstance(callee, ast.Name) and callee.id in names):
+                    calls.append(node)
+        return calls
 
     def _in_sequential(self) -> bool:
         node = self.module.parent(self.ctor)
@@ -302,9 +359,17 @@ class _Swap:
         message = (
             f"replace {self.name}({width}, ...) by `{replacement}`: no token mixing in this block "
             f"(each position is transformed on its own); parameters {_count(before)} -> {_count(after)} per "
-            f"block; {self._ff_saving(hidden)} Not cross-attention: {why_not_cross}"
+            f"block; {self._ff_saving(hidden)}{self._dropped_kwargs()} Not cross-attention: {why_not_cross}"
         )
         return Fix("unsafe", message, (edit,))
+
+    def _dropped_kwargs(self) -> str:
+        spread = [ast.unparse(kw.value) for kw in self.ctor.keywords if kw.arg is None]
+        if not spread:
+            return ""
+        return (
+            f" The constructor's **{', **'.join(spread)} is not passed on (device/dtype stay the defaults)."
+        )
 
     def _ff_expression(self, width: str) -> tuple[str, int | None, int | None]:
         """(the new constructor text, the hidden width if known, its parameters if computed here)."""
@@ -380,6 +445,47 @@ class _Swap:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+
+def _holder(module, ctor: ast.Call):
+    """(attr, value, class) of the `self.attr = value` statement whose value holds the constructor."""
+    node = module.parent(ctor)
+    while node is not None and not isinstance(node, ast.stmt):
+        node = module.parent(node)
+    if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+        return None
+    target = node.targets[0]
+    func = function_of(module, node)
+    owner = module.enclosing_class(func) if func is not None else None
+    if owner is None or not _is_self_attr(target, getattr(target, "attr", "")):
+        return None
+    return target.attr, node.value, owner
+
+
+def _is_self_attr(expr, attr: str) -> bool:
+    return (
+        isinstance(expr, ast.Attribute)
+        and expr.attr == attr
+        and isinstance(expr.value, ast.Name)
+        and expr.value.id == "self"
+    )
+
+
+def _item_index(module, value: ast.AST, ctor: ast.Call) -> int | None:
+    """`ModuleList([ModuleList([PreNorm(Attn), PreNorm(FF)]) for _ in ...])`: the position (0) of the item
+    of the inner list that holds the constructor; None when the element is not such a list."""
+    node = value
+    if isinstance(node, ast.Call) and module.qualname(node.func) in CONTAINERS and node.args:
+        node = node.args[0]
+    if isinstance(node, (ast.ListComp, ast.GeneratorExp)):
+        node = node.elt
+    if isinstance(node, ast.Call) and module.qualname(node.func) == "torch.nn.ModuleList" and node.args:
+        node = node.args[0]
+    if isinstance(node, (ast.List, ast.Tuple)):
+        for i, item in enumerate(node.elts):
+            if any(n is ctor for n in ast.walk(item)):
+                return i
+    return None
 
 
 def _is_constructor(module, call: ast.Call) -> bool:
