@@ -457,7 +457,8 @@ def _conflicts(table: SizeTable) -> list[Finding]:
     resolve (cycles always; missing keys and run-time values when the key is a size)."""
     out = []
     for key, item in sorted(table.unresolved.items()):
-        if item.kind != "cycle" and key.rsplit(".", 1)[-1].lower() not in NUMERIC_SIZES:
+        sized = key.rsplit(".", 1)[-1].lower() in NUMERIC_SIZES
+        if item.kind == "node" or (item.kind != "cycle" and not sized):
             continue
         path, line = _split_origin(item.origin)
         hint = "" if item.kind == "cycle" else f"; declare it with --dim {key}=N or [tool.memlint.dims]"

@@ -106,7 +106,7 @@ class Unresolved:
     key: str
     expression: str
     origin: str
-    kind: str  # "cycle" | "missing" | "runtime" | "syntax"
+    kind: str  # "cycle" | "missing" | "runtime" | "syntax" | "node" (a whole mapping: not reported)
     reason: str
 
 
@@ -316,6 +316,8 @@ class _Resolver:
         size = self.table.by_key.get(key)
         if raw is None or size is None or size.rank < raw.rank:
             if size is None:
+                if any(k.startswith(key + ".") for k in self.table.by_key):
+                    raise _Unresolvable("node", f"'{key}' is a mapping, not one value")
                 raise _Unresolvable("missing", f"no config declares '{key}'")
             return size.value, size.origin
         if key in self.stack:

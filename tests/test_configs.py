@@ -535,3 +535,21 @@ def test_lightning_hydra_layout_with_an_optuna_search(tmp_path, layout):
     table = estimates["search"].table
     assert table.lookup("data.batch_size").value == 256
     assert "sweep" in table.lookup("data.batch_size").origin
+
+
+def test_tab_indented_json_and_mapping_interpolations(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "config.json": '{\n\t"vocab_size": 32000,\n\t"layer_norm_eps": 1e-05,\n\t"d":{"n_embd":64}\n}\n',
+            "train.yaml": "model:\n  encoder:\n    batch_size: 4\nencoder: ${model.encoder}\n",
+        },
+    )
+    report = check([str(tmp_path / "config.json"), str(tmp_path / "train.yaml")], Settings(root=tmp_path))
+    assert report.table.by_key["vocab_size"].value == 32000 and report.table.by_key[
+        "vocab_size"
+    ].origin.endswith("config.json:2")
+    assert (
+        report.table.by_key["layer_norm_eps"].value == 1e-05 and report.table.by_key["d.n_embd"].value == 64
+    )
+    assert not [f for f in report.findings if f.code in ("MEM902", "MEM908")]  # a mapping, not a missing key

@@ -159,6 +159,10 @@ def load_config(path: str, text: str) -> ConfigFile:
     """Parse one YAML file into a ConfigFile; every failure becomes a Problem, never an exception."""
     config = ConfigFile(path=path)
     config.package = header_package(text)
+    if path.lower().endswith(".json"):
+        # JSON is YAML's flow syntax, but YAML forbids tabs as indentation; in valid JSON a tab is only ever
+        # whitespace between tokens, so a space in its place keeps every position
+        text = text.replace("\t", " ")
     try:
         documents = list(yaml.compose_all(text, Loader=OmegaConfLoader))
     except yaml.MarkedYAMLError as exc:
