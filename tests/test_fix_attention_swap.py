@@ -635,3 +635,21 @@ def test_factory_kwargs_are_allowed_and_said_to_be_dropped(tmp_path, capsys):
     assert "The constructor's **dd is not passed on" in finding["fix"]["message"]
     _fix(path, capsys)
     assert "self.attn = FeedForward(dim)" in path.read_text()
+
+
+def test_declines_when_the_attention_module_is_read_elsewhere(tmp_path, capsys):
+    source = LAYERS + textwrap.dedent(
+        """
+
+        class Block(nn.Module):
+            def __init__(self, dim=64):
+                super().__init__()
+                self.attn = Attention(dim, heads=4)
+
+            def forward(self, x):
+                assert self.attn.heads == 4
+                return self.attn(x) + x
+        """
+    )
+    (note,) = _decline(tmp_path, capsys, source)
+    assert "reads self.attn.heads, which a feed-forward lacks" in note

@@ -259,6 +259,14 @@ class _Swap:
         if found is None:
             return []
         attr, value, owner = found
+        if value is self.ctor or self.module.qualname(
+            value.func if isinstance(value, ast.Call) else value
+        ) not in (CONTAINERS):
+            for node in ast.walk(owner.node):
+                if isinstance(node, ast.Attribute) and _is_self_attr(node.value, attr):
+                    raise Decline(
+                        f"line {node.lineno} reads self.{attr}.{node.attr}, which a feed-forward lacks"
+                    )
         index = _item_index(self.module, value, self.ctor)
         calls: list[ast.Call] = []
         for method in owner.methods.values():
