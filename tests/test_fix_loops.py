@@ -160,8 +160,9 @@ def test_checkpoint_wraps_the_step_call(tmp_path, capsys):
     assert fix["edits"]
     text = _fix(path, capsys)
     assert (
-        "out_t = torch.utils.checkpoint.checkpoint(self._step, edges_t, context_t, use_reentrant=False)"
-        "  # one step" in text
+        "out_t = torch.utils.checkpoint.checkpoint(\n"  # over 100 characters: the arguments on their own line
+        "                self._step, edges_t, context_t, use_reentrant=False\n"
+        "            )  # one step\n" in text
     )
     assert "import torch.nn.functional as F\nimport torch.utils.checkpoint\nfrom torch import nn\n" in text
     _second_run_changes_nothing(path, capsys)
@@ -212,7 +213,7 @@ def test_checkpoint_in_a_comprehension_and_a_recurrent_step(tmp_path, capsys):
     text = _fix(path, capsys)
     assert "h = torch.utils.checkpoint.checkpoint(cell, x[:, t], h, use_reentrant=False)" in text
     assert (
-        "[torch.utils.checkpoint.checkpoint(f, x[:, t], scale=2, use_reentrant=False) for t in range(T)]"
+        "[torch.utils.checkpoint.checkpoint(\n        f, x[:, t], scale=2, use_reentrant=False\n    ) for t in range(T)]"
         in text
     )
     _second_run_changes_nothing(path, capsys)

@@ -62,6 +62,7 @@ MUTATING_METHODS = {
 }
 SIDE_EFFECT_CALLS = {"print", "setattr", "delattr", "exec", "eval", "next"}
 STEP_NAME = "_step"
+LINE_LENGTH = 100  # a generated call longer than this is split over lines
 
 
 class NoFix(Exception):
@@ -165,7 +166,9 @@ class _Checkpoint:
         name, imports = self._checkpoint_name()
         new = self._checkpoint_call(name, call)
         return Fix(
-            "unsafe", self._message(ast.unparse(call.func), name), (self._replace(call, new), *imports)
+            "unsafe",
+            self._message(ast.unparse(call.func), name),
+            (self._replace(call, self._fit(call, new)), *imports),
         )
 
     # --- one call ------------------------------------------------------------------------------
@@ -221,7 +224,9 @@ class _Checkpoint:
         name, imports = self._checkpoint_name()
         new = self._checkpoint_call(name, call)
         return Fix(
-            "unsafe", self._message(ast.unparse(call.func), name), (self._replace(call, new), *imports)
+            "unsafe",
+            self._message(ast.unparse(call.func), name),
+            (self._replace(call, self._fit(call, new)), *imports),
         )
 
     # --- a nested step function ------------------------------------------------------------------
@@ -277,7 +282,7 @@ class _Checkpoint:
                 _use_reentrant_false(),
             ],
         )
-        edits.append(self._replace(step.value, cst.Module([]).code_for_node(call)))
+        edits.append(self._replace(step.value, self._fit(step.value, cst.Module([]).code_for_node(call))))
         message = (
             f"checkpoint each step: the loop body moves into `{fname}` and each step runs as "
             f"{name}({fname}, ..., use_reentrant=False), keeping only its inputs and output for backward; "
@@ -442,6 +447,28 @@ class _Checkpoint:
             func=cst.parse_expression(name), args=[func_arg, *args, _use_reentrant_false()]
         )
         return cst.Module([]).code_for_node(new)
+
+    def _fit(self, node: ast.AST, content: str) -> str:
+        """A one-line call that would push its line past LINE_LENGTH gets its arguments on their own line(s)."""
+        line = self.text_lines[node.lineno - 1]
+        if "\n" in content or node.lineno != node.end_lineno:
+            return content
+        prefix = line.encode("utf-8")[: node.col_offset].decode("utf-8", "ignore")
+        suffix = line.encode("utf-8")[node.end_col_offset :].decode("utf-8", "ignore")
+        if len(prefix) + len(content) + len(suffix.split("#")[0].rstrip()) <= LINE_LENGTH:
+            return content
+        call = cst.parse_expression(content)
+        if not isinstance(call, cst.Call):
+            return content
+        empty = cst.Module([])
+        func = empty.code_for_node(call.func)
+        args = [empty.code_for_node(a.with_changes(comma=cst.MaybeSentinel.DEFAULT)) for a in call.args]
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
+        inner = indent + "    "
+        joined = ", ".join(args)
+        if len(inner) + len(joined) + 1 <= LINE_LENGTH:
+            return f"{func}(\n{inner}{joined}\n{indent})"
+        return f"{func}(\n" + "".join(f"{inner}{a},\n" for a in args) + f"{indent})"
 
     def _replace(self, node: ast.AST, content: str) -> Edit:
         start = self.lines.index(node.lineno, node.col_offset + 1)
