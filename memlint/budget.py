@@ -5,10 +5,13 @@ The estimate (COSTMODEL.md 'Per parameter', 'Activations', 'Runtime terms'):
     peak = weights + gradients + optimizer state + max(step temporaries, activations)
 
 Step temporaries exist only inside optimizer.step(), when the activations of the step are already freed, so
-the larger of the two counts. Activations are the priced costs of the family 1-4 findings (each already at
-the training peak of its own construct), only those on a module's forward path, one price per attention
-class (MEM201 and MEM203 on the same attention are one cost). Everything else the model keeps (Linear,
-Conv, norm outputs, the input batch) is not priced: the estimate is a lower bound and says so. CUDA context
+the larger of the two counts. Activations are (1) the priced costs of the family 1-4 findings (each already
+at the training peak of its own construct), only those on a module's forward path, one price per attention
+class (MEM201 and MEM203 on the same attention are one cost), and (2) the activation model of
+memlint/activations.py: per root module class, what its forward saves for backward (Linear/Conv inputs,
+activation-function outputs, norms, RNN states, matmul operands, dropout masks, the input batch), one op's
+working set, at the profile's precision. The findings stay the authority for their constructs: the model
+skips the tensors they own (see activations.py). What neither prices is listed as not covered. CUDA context
 and allocator reserve are their own lines: usable memory = card total - context - reserve.
 """
 
@@ -29,6 +32,8 @@ from memlint.symbolic import Scope, product
 
 ACTIVATION_CODES = ("MEM1", "MEM2", "MEM302", "MEM4")
 CATEGORY = {"MEM1": "loop activations", "MEM2": "attention", "MEM3": "logits", "MEM4": "linear algebra"}
+MODEL_CATEGORY = "activations"  # the activation model's terms (memlint/activations.py)
+ACTIVATION_CATEGORIES = (*CATEGORY.values(), MODEL_CATEGORY)
 CHECKPOINT_KEYS = ("activation_checkpointing", "gradient_checkpointing", "use_gradient_checkpointing")
 NEAR_SHARE = 0.9  # MEM502: within 10 % of usable
 # torch.nn modules with parameters that count_parameters does not size (said in the estimate, not guessed)
@@ -84,7 +89,7 @@ class Estimate:
         return out
 
     def activation_bytes(self) -> int:
-        return sum(t.bytes for t in self.terms if t.category in CATEGORY.values())
+        return sum(t.bytes for t in self.terms if t.category in ACTIVATION_CATEGORIES)
 
     def lines(self) -> list[str]:
         """The breakdown, one term a line, then the card's lines and what is not covered."""
@@ -321,6 +326,56 @@ def _checkpointed(terms: list[Term], origin: str) -> tuple[list[Term], str]:
     )
 
 
+def model_activation_terms(
+    contexts: list[FileContext], findings: list[Finding], options: RunOptions, checkpointing: str
+) -> tuple[list[Term], list[str], list[str]]:
+    """(terms, not covered, notes) of the activation model: per root module class its saved tensors and
+    inputs, then one working-set term (the largest of the roots': one op's working set is live at the peak)."""
+    from memlint.activations import MAX_NOT_COVERED, activation_model
+
+    terms: list[Term] = []
+    missing: list[str] = []
+    notes: list[str] = []
+    every = activation_model(contexts, findings, options.precision)
+    models = [m for m in every if m.items or m.inputs]
+    width = {"fp32": "fp32", "mixed": "autocast: matmul-like outputs 2 B, norms/softmax 4 B", "low": "2 B"}
+    precision = width[costs.precision_mode(options.precision)]
+    for model in every:
+        for text in model.not_covered[:MAX_NOT_COVERED]:
+            missing.append(f"activations of {text}")
+        if len(model.not_covered) > MAX_NOT_COVERED:
+            missing.append(f"activations: {len(model.not_covered) - MAX_NOT_COVERED} more ops of {model.cls}")
+    for model in models:
+        top = ", ".join(f"{i.what} {human_bytes(i.bytes)}" for i in model.largest(3) if i.bytes)
+        terms.append(
+            Term(
+                f"activations (forward, saved for backward) {model.cls}",
+                model.saved_bytes,
+                f"{len(model.items)} tensors at {precision}: {top}",
+                MODEL_CATEGORY,
+            )
+        )
+        if model.inputs:
+            shown = ", ".join(f"{i.what} [{i.elements.text}]·{i.width} B" for i in model.inputs)
+            terms.append(Term(f"input batch {model.cls}", model.input_bytes, shown, MODEL_CATEGORY))
+    working = max((m.working for m in models if m.working is not None), key=lambda i: i.bytes, default=None)
+    if working is not None and working.bytes:
+        terms.append(
+            Term(
+                "working set of one op",
+                working.bytes,
+                f"{working.what} [{working.elements.text}]",
+                MODEL_CATEGORY,
+            )
+        )
+    if checkpointing and models:
+        notes.append(
+            "the activation model counts every block's saved tensors as without checkpointing (an upper bound "
+            "for that term)"
+        )
+    return terms, missing, notes
+
+
 # --- the estimate -----------------------------------------------------------------------------------
 
 
@@ -357,8 +412,10 @@ def estimate(
     params: ParamCount | None = None,
 ) -> Estimate:
     """The whole-run estimate of one profile from its parsed modules and its findings."""
+    contexts = None
     if params is None:
-        params = count_run_parameters([FileContext(m, p, table, options) for p, m in modules.items()])
+        contexts = [FileContext(m, p, table, options) for p, m in modules.items()]
+        params = count_run_parameters(contexts)
     parts = costs.param_training_terms(
         params.total, options.optimizer, options.precision, largest_param=params.largest or None
     )
@@ -383,16 +440,22 @@ def estimate(
     ]
     checkpointing = checkpointing_origin(table)
     acts, not_covered, notes = activation_terms(findings, modules, checkpointing)
+    contexts = contexts or [FileContext(m, p, table, options) for p, m in modules.items()]
+    model_terms, model_missing, model_notes = model_activation_terms(
+        contexts, findings, options, checkpointing
+    )
+    acts.extend(model_terms)
     terms.extend(acts)
     activations = sum(t.bytes for t in acts)
     total = parts["weights"] + parts["gradients"] + parts["optimizer state"]
     total += max(parts["step temporaries"], activations)
-    not_covered = [f"parameters of {u}" for u in params.unresolved] + not_covered
+    not_covered = [f"parameters of {u}" for u in params.unresolved] + not_covered + model_missing
+    notes.extend(model_notes)
     if params.uncounted:
         not_covered.append("parameters of " + ", ".join(params.uncounted) + " (module kind not sized)")
     not_covered.append(
-        "activations memlint does not price (Linear/Conv/norm/RNN outputs, the input batch, dropout masks "
-        "outside attention): the estimate is a lower bound"
+        "kernel workspaces (cuBLAS, cuDNN's RNN reserve, cuSOLVER), the loss computed outside the model"
+        + ("; what is listed above: the estimate is a lower bound" if model_missing else "")
     )
     return Estimate(
         gpu,

@@ -396,3 +396,54 @@ def ceil_div(a: int, b: int) -> int:
 
 def product(values) -> float:
     return math.prod(values)
+
+
+# --- activations saved for backward (memlint/activations.py) ------------------------------------------
+
+# GRU / RNN on CPU run as per-step ATen ops (no fused kernel): measured (bench/calibration.md) each layer and
+# direction saves 7·B·T·H elements for a GRU (h_prev, r, z, the hidden gates, n, 1 − z ...) and 1·B·T·H for a
+# tanh RNN beside its input; a bidirectional first layer also saves a reversed copy of its input; a later
+# layer saves its input, the previous layer's output. The forward's end holds the precomputed input gates
+# (3·B·T·H for a GRU, plus 2·B·T·H more for the reverse direction) and the output. LSTM on CPU runs oneDNN's
+# fused layer: it saves its input and output (+ the final states). CUDA's cuDNN kernels save a reserve
+# buffer instead (not measured here): memlint models the CPU kernels, measured.
+RNN_SAVED_PER_STEP = {"torch.nn.GRU": 7, "torch.nn.RNN": 1, "torch.nn.LSTM": 0}
+RNN_GATES = {"torch.nn.GRU": 3, "torch.nn.RNN": 1, "torch.nn.LSTM": 4}
+
+
+def rnn_saved_elements(
+    kind: str, bt: int, input_size: int, hidden: int, layers: int = 1, directions: int = 1
+) -> tuple[int, int]:
+    """(elements saved that are new tensors, elements of the module input that are saved) for one call.
+
+    bt = batch x timesteps. GRU, CPU: layer 0 saves its input and, when bidirectional, a reversed copy;
+    each layer and direction 7·bt·H; a later layer saves its input [bt, directions·H]. LSTM (oneDNN): each
+    layer saves its input and its output [bt, directions·H]. Measured exactly (bench/calibration.md).
+    """
+    per_step = RNN_SAVED_PER_STEP.get(kind, 7)
+    if kind == "torch.nn.LSTM":
+        return int(layers * bt * directions * hidden), int(bt * input_size)  # layer l reads l − 1's output
+    new = layers * directions * per_step * bt * hidden
+    new += (directions - 1) * bt * input_size  # the reversed copy of the first layer's input
+    new += (layers - 1) * bt * directions * hidden  # later layers' inputs
+    return int(new), int(bt * input_size)
+
+
+def rnn_working_elements(kind: str, bt: int, hidden: int, directions: int = 1) -> int:
+    """Elements alive at the end of an RNN's forward beyond what it saves: gates of the last layer and its
+    output. GRU, CPU, measured: 3·bt·H uni, 5·bt·H bidirectional, plus the output directions·bt·H."""
+    if kind == "torch.nn.LSTM":  # measured: bidirectional 2·bt·H (the directions' outputs joined), else ~0
+        return int(bt * directions * hidden) if directions > 1 else 0
+    gates = RNN_GATES.get(kind, 3)
+    return int((gates + 2 * (directions - 1)) * bt * hidden + directions * bt * hidden)
+
+
+def precision_mode(precision: str) -> str:
+    """'fp32', 'mixed' (autocast: matmul-like ops in 16-bit, norms and softmax in fp32) or 'low' (16-bit
+    weights and activations, `bf16-true`). Lightning's `16` / `bf16` mean mixed."""
+    low = str(precision).strip().lower()
+    if "mixed" in low or low in ("16", "bf16", "fp16", "amp", "float16", "bfloat16", "half"):
+        return "mixed"
+    if low.endswith("-true") and DTYPE_BYTES.get(low, 4) == 2:
+        return "low"
+    return "fp32"

@@ -112,6 +112,69 @@ DECOMPOSITIONS = {
 }
 
 
+RNN_MODULES = {"torch.nn.GRU", "torch.nn.LSTM", "torch.nn.RNN"}
+CONV_MODULES = {f"torch.nn.Conv{d}d": d for d in (1, 2, 3)}
+# Modules that return (output, something): `out, _ = self.gru(x)`.
+TUPLE_MODULES = {"torch.nn.MultiheadAttention", *RNN_MODULES}
+
+
+def _kwarg(call: ast.Call, name: str, position: int | None = None) -> ast.expr | None:
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value
+    positional = [a for a in call.args if not isinstance(a, ast.Starred)]
+    if position is not None and position < len(positional):
+        return positional[position]
+    return None
+
+
+def module_output_shape(qualname: str, call: ast.Call, first: Shape, size) -> Shape | None:
+    """The output shape of a torch.nn constructor's module applied to an input of shape `first`.
+
+    Conv1d/2d/3d: [N, C_out, *L_out] with L_out = (L + 2·padding − dilation·(k − 1) − 1) // stride + 1
+    (integer or per-axis tuple arguments, `padding="same"`); GRU/LSTM/RNN: the output (the first element of
+    the returned tuple), [..., T, num_directions·H]. `size(expr)` evaluates a constructor argument to a Q.
+    """
+    if qualname in RNN_MODULES:
+        hidden = _kwarg(call, "hidden_size", 1)
+        if hidden is None or len(first) < 2:
+            return None
+        bidir = _kwarg(call, "bidirectional", 5 if qualname == "torch.nn.RNN" else 4)
+        dirs = 2 if isinstance(bidir, ast.Constant) and bidir.value is True else 1
+        h = size(hidden)
+        return [*first[:-1], Q.const(dirs) * h if dirs > 1 else h]
+    if qualname in CONV_MODULES:
+        dims = CONV_MODULES[qualname]
+        cout = _kwarg(call, "out_channels", 1)
+        if cout is None or len(first) < dims + 1:
+            return None
+        spatial = first[len(first) - dims :]
+        out = []
+        for axis, extent in enumerate(spatial):
+            k = _axis(_kwarg(call, "kernel_size", 2), axis, size, None)
+            stride = _axis(_kwarg(call, "stride", 3), axis, size, 1)
+            dilation = _axis(_kwarg(call, "dilation", 5), axis, size, 1)
+            pad_expr = _kwarg(call, "padding", 4)
+            if isinstance(pad_expr, ast.Constant) and pad_expr.value == "same":
+                out.append(extent)
+                continue
+            pad = _axis(pad_expr, axis, size, 0)
+            if k is None or not all(q.known for q in (k, stride, dilation, pad)) or not extent.known:
+                return None
+            length = (extent.value + 2 * pad.value - dilation.value * (k.value - 1) - 1) // stride.value + 1
+            out.append(extent if length == extent.value else Q.const(int(length)))
+        return [*first[: len(first) - dims - 1], size(cout), *out]
+    return None
+
+
+def _axis(expr: ast.expr | None, axis: int, size, default) -> Q | None:
+    if expr is None:
+        return Q.const(default) if default is not None else None
+    if isinstance(expr, (ast.Tuple, ast.List)):
+        return size(expr.elts[axis]) if axis < len(expr.elts) else None
+    return size(expr)
+
+
 @dataclass
 class FunctionFacts:
     """What the shape tracker learnt about one function."""
@@ -280,7 +343,7 @@ class FunctionFacts:
             matrix = self._infer(value.args[0])
             if matrix is not None and len(matrix) >= 2:
                 return DECOMPOSITIONS[self.module.qualname(value.func)](matrix)[:n]
-        if isinstance(value, ast.Call) and self._module_type(value) == "torch.nn.MultiheadAttention":
+        if isinstance(value, ast.Call) and self._module_type(value) in TUPLE_MODULES:
             return [shape, None]
         if shape is not None and len(shape) > 1 and shape[0].value == n:
             return [list(shape[1:])] * n  # `q, k, v = qkv` iterates the first dimension
@@ -466,6 +529,10 @@ class FunctionFacts:
             )
         if qualname in SHAPE_PRESERVING_MODULES or _looks_preserving(sub.attr):
             return first
+        if single and first is not None:
+            return module_output_shape(
+                qualname, sub.call, first, lambda e: self.evaluator.eval(e, Scope(sub.method, self.cls))
+            )
         return None
 
     def _method(self, name: str, base: Shape | None, node: ast.Call) -> Shape | None:
