@@ -352,11 +352,7 @@ def precision_knob(probe: Probe, table: SizeTable, gpu, current: str) -> Knob | 
         knob.fits_at, knob.total_bytes = (value if value is not None else run), probe.total({PRECISION: run})
     else:
         total = probe.total({PRECISION: run})
-        knob.reason = f"{run} does not fit" + (
-            f" ({human_bytes(total)}; memlint prices mixed-precision activations at fp32 width, a bound)"
-            if total is not None
-            else ""
-        )
+        knob.reason = f"{run} does not fit" + (f" ({human_bytes(total)})" if total is not None else "")
     return knob
 
 
