@@ -454,11 +454,13 @@ def _momentum(table: SizeTable, found) -> float:
 
 def _conflicts(table: SizeTable) -> list[Finding]:
     """MEM906 for a size declared twice with different values; MEM908 for an interpolation memlint cannot
-    resolve (cycles always; missing keys and run-time values when the key is a size)."""
+    resolve (cycles always; run-time values when the key is a size)."""
     out = []
     for key, item in sorted(table.unresolved.items()):
+        # a key no config declares may come from a config this run was not given: the size it feeds says
+        # "unresolved" where it is used; cycles and run-time values are reported here
         sized = key.rsplit(".", 1)[-1].lower() in NUMERIC_SIZES
-        if item.kind == "node" or (item.kind != "cycle" and not sized):
+        if item.kind in ("node", "missing") or (item.kind != "cycle" and not sized):
             continue
         path, line = _split_origin(item.origin)
         hint = "" if item.kind == "cycle" else f"; declare it with --dim {key}=N or [tool.memlint.dims]"

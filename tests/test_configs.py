@@ -358,7 +358,7 @@ def test_interpolation_cycle_is_one_line_not_a_hang(tmp_path, capsys):
     messages = {f["location"]["row"]: f["message"] for f in _by_code(findings, "MEM908")}
     assert "interpolation cycle: a → b → c → a" in messages[1]
     assert "interpolation cycle: d → d" in messages[4]
-    assert "no config declares 'nowhere.bs'" in messages[5]
+    assert 5 not in messages  # a key from a config this run was not given: unresolved where used, no MEM908
     assert all("\n" not in m for m in messages.values())
 
 
