@@ -228,6 +228,9 @@ class ModelActivations:
     not_covered: list[str] = field(default_factory=list)
     unresolved: int = 0
     inputs: list[Item] = field(default_factory=list)
+    held: list[Item] = field(
+        default_factory=list
+    )  # locals of the root forward no op saves (alive till it returns)
 
     @property
     def saved_bytes(self) -> int:
@@ -238,12 +241,16 @@ class ModelActivations:
         return sum(i.bytes for i in self.inputs)
 
     @property
+    def held_bytes(self) -> int:
+        return sum(i.bytes for i in self.held)
+
+    @property
     def working_bytes(self) -> int:
         return self.working.bytes if self.working is not None else 0
 
     @property
     def total_bytes(self) -> int:
-        return self.saved_bytes + self.input_bytes + self.working_bytes
+        return self.saved_bytes + self.held_bytes + self.input_bytes + self.working_bytes
 
     def largest(self, n: int = 3) -> list[Item]:
         return sorted(self.items, key=lambda i: -i.bytes)[:n]
@@ -898,6 +905,14 @@ class _Walker:
             node,
             f"self.{sub.attr} ({_short(qual)}) per-step states",
         )
+        if _true(sub.arg("batch_first")):  # measured: batch_first makes (and saves) a transposed input copy
+            self.run.ledger.extra(
+                product(in_shape),
+                width,
+                self,
+                node,
+                f"self.{sub.attr} ({_short(qual)}) batch_first input copy",
+            )
         work = costs.rnn_working_elements(qual, int(bt.value), int(hidden.value), dirs)
         self.run.ledger.working(
             Q(work, "rnn"), width, True, f"self.{sub.attr} ({_short(qual)}) gates and output"
@@ -922,6 +937,8 @@ class _Walker:
             Q.const(4) * tokens * e, width, self, node, f"self.{sub.attr} q, k, v and output"
         )
         self.run.ledger.extra(tokens * h, 4, self, node, f"self.{sub.attr} logsumexp")
+        if _true(sub.arg("batch_first")):  # measured: the transposed input is copied for in_proj
+            self.run.ledger.extra(tokens * e, width, self, node, f"self.{sub.attr} batch_first input copy")
         out = Ref(list(query.shape), width, True)
         self.run.working(self, node, out)
         return (out, None)
@@ -976,6 +993,8 @@ class _Run:
                 continue
             storage = value.storage()
             self.ledger.alive.append(storage)
+            if walker.owned(forward, storage):
+                continue
             if (
                 id(storage) not in self.ledger.seen
                 and storage.shape is not None
@@ -984,7 +1003,7 @@ class _Run:
                 self.ledger.seen[id(storage)] = item = Item(
                     f"local {name} of forward", product(storage.shape), storage.width
                 )
-                self.model.items.append(item)
+                self.model.held.append(item)
 
     def helper(self, walker: _Walker, callee, node, args, kwargs):
         facts = walker.facts.callee_facts(node) if walker.depth < 2 else None
@@ -1088,6 +1107,10 @@ def _leading_slice(node: ast.Subscript) -> bool | None:
         ):
             return False
     return None
+
+
+def _true(expr) -> bool:
+    return isinstance(expr, ast.Constant) and expr.value is True
 
 
 def _value(expr, size):

@@ -37,10 +37,9 @@ ACTIVATION_CATEGORIES = (*CATEGORY.values(), MODEL_CATEGORY)
 CHECKPOINT_KEYS = ("activation_checkpointing", "gradient_checkpointing", "use_gradient_checkpointing")
 NEAR_SHARE = 0.9  # MEM502: within 10 % of usable
 # torch.nn modules with parameters that count_parameters does not size (said in the estimate, not guessed)
-UNCOUNTED_PARAM_MODULES = re.compile(
-    r"^torch\.nn\.(GRU|LSTM|RNN|GRUCell|LSTMCell|RNNCell|LayerNorm|GroupNorm|BatchNorm\dd|RMSNorm|"
-    r"Transformer\w*|PReLU|InstanceNorm\dd)$"
-)
+# (RNNs, norms and PReLU are sized by checks/params.py since the activation model; the Transformer* stacks
+# are not.)
+UNCOUNTED_PARAM_MODULES = re.compile(r"^torch\.nn\.(Transformer\w*)$")
 
 
 @dataclass
@@ -350,8 +349,13 @@ def model_activation_terms(
         terms.append(
             Term(
                 f"activations (forward, saved for backward) {model.cls}",
-                model.saved_bytes,
-                f"{len(model.items)} tensors at {precision}: {top}",
+                model.saved_bytes + model.held_bytes,
+                f"{len(model.items)} tensors at {precision}: {top}"
+                + (
+                    f"; + {human_bytes(model.held_bytes)} named by forward's locals"
+                    if model.held_bytes
+                    else ""
+                ),
                 MODEL_CATEGORY,
             )
         )

@@ -139,7 +139,7 @@ def module_output_shape(qualname: str, call: ast.Call, first: Shape, size) -> Sh
         hidden = _kwarg(call, "hidden_size", 1)
         if hidden is None or len(first) < 2:
             return None
-        bidir = _kwarg(call, "bidirectional", 5 if qualname == "torch.nn.RNN" else 4)
+        bidir = _kwarg(call, "bidirectional", 7 if qualname == "torch.nn.RNN" else 6)
         dirs = 2 if isinstance(bidir, ast.Constant) and bidir.value is True else 1
         h = size(hidden)
         return [*first[:-1], Q.const(dirs) * h if dirs > 1 else h]

@@ -37,7 +37,20 @@ TENSOR_MAKERS = {
     "torch.FloatTensor",
     "torch.tensor_empty",
 }
-PARAM_KINDS = {LINEAR, BILINEAR, MHA, PARAMETER, *EMBEDDINGS, *CONVS}
+# Recurrent layers: gates per layer (weight_ih, weight_hh, two biases per gate row).
+RNNS = {"torch.nn.GRU": 3, "torch.nn.LSTM": 4, "torch.nn.RNN": 1}
+RNN_CELLS = {"torch.nn.GRUCell": 3, "torch.nn.LSTMCell": 4, "torch.nn.RNNCell": 1}
+# Norms: (positional name of the size, positional index of `affine`/`elementwise_affine`, its default,
+# parameters per feature when affine: weight + bias, RMSNorm weight only).
+NORMS = {
+    "torch.nn.LayerNorm": ("normalized_shape", 2, True, 2),
+    "torch.nn.RMSNorm": ("normalized_shape", 2, True, 1),
+    "torch.nn.GroupNorm": ("num_channels", 3, True, 2),
+    **{f"torch.nn.BatchNorm{d}d": ("num_features", 3, True, 2) for d in (1, 2, 3)},
+    **{f"torch.nn.InstanceNorm{d}d": ("num_features", 3, False, 2) for d in (1, 2, 3)},
+}
+PRELU = "torch.nn.PReLU"
+PARAM_KINDS = {LINEAR, BILINEAR, MHA, PARAMETER, PRELU, *EMBEDDINGS, *CONVS, *RNNS, *RNN_CELLS, *NORMS}
 
 CROSS_ENTROPY_FUNCS = {"torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss"}
 CROSS_ENTROPY_MODULES = {"torch.nn.CrossEntropyLoss", "torch.nn.NLLLoss"}
@@ -166,12 +179,67 @@ def _params_of(ctx: FileContext, call: ast.Call, name: str, scope: Scope) -> tup
         return {"E": embed}, _with_bias(weights, Q.const(4) * embed, bias)
     if name in CONVS:
         return _conv_params(ctx, call, CONVS[name], scope)
+    if name in RNNS or name in RNN_CELLS:
+        return _rnn_params(call, name, arg)
+    if name in NORMS:
+        return _norm_params(ctx, call, name, scope, arg)
+    if name == PRELU:
+        expr = _arg(call, 0, "num_parameters")
+        return {"n": arg(0, "num_parameters")}, (ev.eval(expr, scope) if expr is not None else Q.const(1))
     if name == PARAMETER and call.args:
         shape = _tensor_shape(ctx, call.args[0], scope)
         if shape is None:
             return {}, None
         return {f"d{i}": q for i, q in enumerate(shape)}, product(shape)
     return {}, None
+
+
+def _rnn_params(call: ast.Call, name: str, arg) -> tuple[dict[str, Q], Q | None]:
+    """nn.GRU / LSTM / RNN: per layer and direction g·H·(in + H) weights + 2·g·H biases, with in = input_size
+    for the first layer and directions·H after it (torch's own layout; g = 3, 4, 1). LSTM's proj_size is not
+    modelled (unresolved)."""
+    gates = RNNS.get(name) or RNN_CELLS[name]
+    cell = name in RNN_CELLS
+    isize, hidden = arg(0, "input_size"), arg(1, "hidden_size")
+    bias_index = 2 if cell else (4 if name == "torch.nn.RNN" else 3)  # RNN has `nonlinearity` before bias
+    bias = not _is_false(_arg(call, bias_index, "bias"))
+    if cell:
+        layers, dirs = Q.const(1), 1
+    else:
+        layers = arg(2, "num_layers") if _arg(call, 2, "num_layers") is not None else Q.const(1)
+        bidir = _arg(call, 7 if name == "torch.nn.RNN" else 6, "bidirectional")
+        dirs = 2 if isinstance(bidir, ast.Constant) and bidir.value is True else 1
+        proj = _arg(call, 99, "proj_size")
+        if proj is not None and not (isinstance(proj, ast.Constant) and proj.value == 0):
+            return {"in": isize, "H": hidden}, Q.unknown("proj_size")
+    g = Q.const(gates)
+    per_bias = Q.const(2 * gates) * hidden if bias else Q.const(0)
+    first = g * hidden * (isize + hidden) + per_bias
+    later = g * hidden * (Q.const(dirs) * hidden + hidden) + per_bias
+    total = Q.const(dirs) * (first + (layers - Q.const(1)) * later)
+    dims = {"in": isize, "H": hidden}
+    if not cell:
+        dims["layers"] = layers
+    return dims, total
+
+
+def _norm_params(ctx: FileContext, call: ast.Call, name: str, scope: Scope, arg) -> tuple[dict[str, Q], Q]:
+    """Norms: affine weight (+ bias) per normalised feature; BatchNorm's running statistics are buffers."""
+    size_name, affine_index, default, per_feature = NORMS[name]
+    position = 1 if name == "torch.nn.GroupNorm" else 0
+    keyword = "elementwise_affine" if name in ("torch.nn.LayerNorm", "torch.nn.RMSNorm") else "affine"
+    affine_expr = _arg(call, affine_index, keyword)
+    affine = default if affine_expr is None else not _is_false(affine_expr)
+    if isinstance(affine_expr, ast.Constant) and affine_expr.value is True:
+        affine = True
+    expr = _arg(call, position, size_name)
+    if isinstance(expr, (ast.Tuple, ast.List)):
+        features = product(ctx.evaluator.eval(e, scope) for e in expr.elts)
+    else:
+        features = arg(position, size_name)
+    if name == "torch.nn.LayerNorm" and _is_false(_arg(call, 3, "bias")):
+        per_feature = 1
+    return {"C": features}, (Q.const(per_feature) * features if affine else Q.const(0))
 
 
 def _with_bias(weights: Q, bias_size: Q, bias: bool) -> Q:
