@@ -370,6 +370,7 @@ PRECISION_ALIASES = {
     "64": "64-true",
     "double": "64-true",
 }
+ACCELERATE_PRECISION = {"no": "fp32", "fp16": "16-mixed", "bf16": "bf16-mixed"}
 
 
 def run_options(settings: Settings, table: SizeTable) -> RunOptions:
@@ -412,12 +413,14 @@ def run_options(settings: Settings, table: SizeTable) -> RunOptions:
             "a lower bound (1-D parameters keep 4 B each)"
         )
     options.optimizer_origin = origin or "default (Adam; declare `optimizer` in a config or settings)"
-    precision = settings.precision
+    precision = PRECISION_ALIASES.get(str(settings.precision), settings.precision)
     if not precision:
         for key in ("precision", "trainer.precision", "mixed_precision"):
             size = table.lookup(key, aliases=False)
             if size is not None and size.value not in (None, False) and not isinstance(size.value, float):
                 precision = "bf16-mixed" if size.value is True else str(size.value).strip().lower()
+                if key == "mixed_precision":  # accelerate: no | fp16 | bf16 | fp8, all under autocast
+                    precision = ACCELERATE_PRECISION.get(precision, precision)
                 precision = PRECISION_ALIASES.get(precision, precision)
                 break
         for key, mixed in (("bf16", "bf16-mixed"), ("fp16", "16-mixed")):

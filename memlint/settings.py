@@ -28,6 +28,9 @@ PRECISIONS = (
     "16",
     "16-mixed",
     "16-true",
+    "64",
+    "64-true",
+    "fp64",
 )
 
 SCHEMA = {

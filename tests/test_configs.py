@@ -226,6 +226,8 @@ def test_hf_optim_names_set_the_optimizer_state(tmp_path, capsys, optim, extra, 
         ({"trainer.precision": 64}, "64-true", 8),
         ({"bf16": True}, "bf16-mixed", 4),
         ({"fp16": True}, "16-mixed", 4),
+        ({"mixed_precision": "fp16"}, "16-mixed", 4),  # accelerate's config
+        ({"mixed_precision": "no"}, "fp32", 4),
         ({}, "fp32", 4),
     ],
 )
@@ -234,6 +236,12 @@ def test_precision_keys(declared, precision, dtype_bytes):
     for key, value in declared.items():
         table.add(key, value, "train.yaml:1", 2)
     options = run_options(Settings(), table)
+    assert (options.precision, options.dtype_bytes) == (precision, dtype_bytes)
+
+
+@pytest.mark.parametrize(("given", "precision", "dtype_bytes"), [("16", "16-mixed", 4), ("64", "64-true", 8)])
+def test_precision_setting_uses_the_lightning_aliases(given, precision, dtype_bytes):
+    options = run_options(Settings(precision=given), SizeTable())
     assert (options.precision, options.dtype_bytes) == (precision, dtype_bytes)
 
 
