@@ -561,3 +561,25 @@ def test_tab_indented_json_and_mapping_interpolations(tmp_path):
         report.table.by_key["layer_norm_eps"].value == 1e-05 and report.table.by_key["d.n_embd"].value == 64
     )
     assert not [f for f in report.findings if f.code in ("MEM902", "MEM908")]  # a mapping, not a missing key
+
+
+def test_experiment_override_replaces_the_group_chosen_by_the_primary(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "conf/train.yaml": "defaults:\n  - _self_\n  - model: small\n  - experiment: big\n",
+            "conf/model/small.yaml": "d_model: 128\nn_heads: 4\nuse_rope: true\n",
+            "conf/model/big.yaml": "defaults:\n  - encoder: deep\nd_model: 1024\nn_heads: 8\n",
+            "conf/model/encoder/deep.yaml": "num_layers: 24\n",
+            "conf/experiment/big.yaml": "# @package _global_\ndefaults:\n  - override /model: big\nmodel:\n"
+            "  n_heads: 16\ntraining:\n  batch_size: 4\n",
+            "flat.yaml": "model:\n  d_model: 1024\n  n_heads: 16\n  encoder:\n    num_layers: 24\n"
+            "training:\n  batch_size: 4\n",
+        },
+    )
+    hydra = check([str(tmp_path / "conf/train.yaml")], Settings(root=tmp_path)).table
+    flat = check([str(tmp_path / "flat.yaml")], Settings(root=tmp_path)).table
+    values = {k: s.value for k, s in hydra.by_key.items()}
+    assert values == {k: s.value for k, s in flat.by_key.items()}  # small's use_rope is gone, as in Hydra
+    assert hydra.by_key["model.n_heads"].origin == "conf/experiment/big.yaml:5"  # the experiment's body last
+    assert hydra.by_key["model.encoder.num_layers"].origin == "conf/model/encoder/deep.yaml:1"

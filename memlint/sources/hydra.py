@@ -39,46 +39,111 @@ def _entries(defaults: list) -> list[tuple[str, str | None, str | None, bool, bo
 
 
 def compose(primary: ConfigFile, root: Path, path: Path) -> tuple[ConfigFile, set[Path]]:
-    """The primary with its defaults merged in (keys re-prefixed, positions kept) and the files it used."""
+    """The primary with its defaults merged in (keys re-prefixed, positions kept) and the files it used.
+
+    `- override /group: option` anywhere in the defaults tree (an experiment file's `override /model: big`)
+    replaces the option that group gets wherever it is chosen, at the place it is chosen, as Hydra does: the
+    overrides are collected over the tree first (again while a changed choice brings in more of them).
+    """
     result = ConfigFile(path=primary.path, problems=list(primary.problems))
+    config_root = path.parent
+    cache: dict[Path, ConfigFile] = {}
+    overrides: dict[str, str | None] = {}
+    for _ in range(4):
+        found: dict[str, str | None] = {}
+        _collect_overrides(primary, path.parent, config_root, root, overrides, found, cache, set(), 0)
+        if found == overrides:
+            break
+        overrides = found
     used: set[Path] = set()
-    _merge_into(result, primary, path.parent, "", root, used, primary, depth=0)
+    _merge_into(result, primary, path.parent, "", root, used, config_root, overrides, cache, depth=0)
     return result, used
 
 
-def _merge_into(result, config: ConfigFile, config_dir: Path, prefix: str, root, used, primary, depth: int):
-    entries = _entries(config.defaults)
-    chosen: dict[str, tuple] = {}
-    order: list[str] = []
-    for entry in entries:  # overrides replace the option of an earlier (or nested) group
-        group = entry[0].lstrip("/")
-        if entry[1]:  # the same group may be chosen twice under different packages (`- model@other: b`)
-            group = f"{group}@{entry[1]}"
-        if entry[4] and group in chosen:
-            chosen[group] = (*chosen[group][:2], entry[2], chosen[group][3], False)
+def _group_key(group: str, package: str | None, config_dir: Path, config_root: Path) -> str:
+    """A defaults entry's group as a path from the config root (`/model` absolute, `encoder` relative to the
+    file's own folder), with its `@package` when it has one."""
+    if group.startswith("/"):
+        key = group.strip("/")
+    else:
+        try:
+            here = config_dir.resolve().relative_to(config_root.resolve()).as_posix()
+        except ValueError:
+            here = ""
+        key = f"{here}/{group}".strip("/") if here not in ("", ".") else group
+    return f"{key}@{package}" if package else key
+
+
+def _find(group: str, option: str, config_dir: Path, config_root: Path, root: Path) -> Path | None:
+    name = group.lstrip("/")
+    base = config_root if group.startswith("/") else config_dir
+    return (
+        _option_file(base, name, option)
+        or _option_file(config_dir, name, option)
+        or _option_file(root, name, option)
+    )
+
+
+def _load(file: Path, root: Path, cache: dict) -> ConfigFile | None:
+    if file not in cache:
+        try:
+            cache[file] = load_config(relative(file, root), file.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError):
+            cache[file] = None
+    return cache[file]
+
+
+def _collect_overrides(config, config_dir, config_root, root, overrides, found, cache, seen, depth) -> None:
+    for group, package, option, _optional, override in _entries(config.defaults):
+        if group == "_self_":
             continue
-        name = group if group != "" else f"file:{entry[2]}"
-        if name not in chosen:
-            order.append(name)
-        chosen[name] = entry
-    if "_self_" not in chosen:
-        order.append("_self_")
-    for name in order:
-        if name == "_self_":
+        key = _group_key(group, package, config_dir, config_root) if group else f"file:{option}"
+        if override:
+            found[key] = option
+            continue
+        option = overrides.get(key, option)
+        if option is None:
+            continue
+        file = _find(group, option, config_dir, config_root, root)
+        if file is None or file in seen or depth > 20 or len(seen) >= MAX_FILES:
+            continue
+        seen.add(file)
+        child = _load(file, root, cache)
+        if child is not None:
+            _collect_overrides(
+                child, file.parent, config_root, root, overrides, found, cache, seen, depth + 1
+            )
+
+
+def _merge_into(
+    result, config, config_dir: Path, prefix: str, root, used, config_root, overrides, cache, depth
+):
+    order: list[tuple] = []
+    names: set[str] = set()
+    for group, package, option, optional, override in _entries(config.defaults):
+        if override:
+            continue  # applied where its group is chosen (compose collected them)
+        if group == "_self_":
+            order.append(("_self_",))
+            names.add("_self_")
+            continue
+        key = _group_key(group, package, config_dir, config_root) if group else f"file:{option}"
+        if key in names:
+            continue
+        names.add(key)
+        order.append((group, package, overrides.get(key, option), optional))
+    if "_self_" not in names:
+        order.append(("_self_",))
+    for entry in order:
+        if entry[0] == "_self_":
             for key, value in config.values.items():
                 result.values[prefix + key] = value
             continue
-        group, package, option, optional, _ = chosen[name]
+        group, package, option, optional = entry
         if option is None:
             continue  # `- group: null`: a placeholder
+        file = _find(group, option, config_dir, config_root, root)
         group = group.lstrip("/")
-        # `/group` is absolute: under the primary config's directory (Hydra's config root)
-        base = root / Path(primary.path).parent if chosen[name][0].startswith("/") else config_dir
-        file = (
-            _option_file(base, group, option)
-            or _option_file(config_dir, group, option)
-            or _option_file(root, group, option)
-        )
         if file is None:
             # hydra/sweeper, hydra/launcher, hydra/job_logging, ...: Hydra's own groups, provided by Hydra and its
             # plugins, not by the project (and never sizes)
@@ -96,15 +161,13 @@ def _merge_into(result, config: ConfigFile, config_dir: Path, prefix: str, root,
         if file in used or len(used) >= MAX_FILES or depth > 20:
             continue
         used.add(file)
-        try:
-            text = file.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            result.problems.append(Problem("MEM901", f"Hydra defaults: cannot read {file.name}: {exc}"))
+        child = _load(file, root, cache)
+        if child is None:
+            result.problems.append(Problem("MEM901", f"Hydra defaults: cannot read {file.name}"))
             continue
-        child = load_config(relative(file, root), text)
         result.problems.extend(child.problems)
         pkg = _package(group, package, child.package, prefix)
-        _merge_into(result, child, file.parent, pkg, root, used, primary, depth + 1)
+        _merge_into(result, child, file.parent, pkg, root, used, config_root, overrides, cache, depth + 1)
 
 
 def _option_file(base: Path, group: str, option: str) -> Path | None:
