@@ -24,7 +24,8 @@ from memlint.sources.python import parse_python
 # Discover every fixer before importing one directly: the registry discovers modules only while it is
 # empty, so importing attention_swap alone first would hide the other fixers from later tests.
 fixers()
-from memlint.fix.attention_swap import parameter_count, swap_self_attention  # noqa: E402
+from memlint.fix.attention_swap import swap_self_attention  # noqa: E402
+from memlint.fix.module_params import parameter_count  # noqa: E402
 
 DIMS = ["--no-config", "--dim", "B=2", "--dim", "N=1024", "--select", "MEM203"]
 EXAMPLES = Path(__file__).parent.parent / "examples"
