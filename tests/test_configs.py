@@ -167,6 +167,7 @@ def test_num_layers_multiply_the_whole_run_parameters(tmp_path):
     )
     report = check([str(root / "model.py")], _settings(root))
     (estimate,) = report.budgets
+    assert report.gpu.name == "A100 80GB" and estimate.gpu.name == "A100 80GB"  # `gpu:` in the JSON
     # wpe: config.max_position_embeddings is GPT-2's n_positions (HF attribute_map); the layers: num_hidden_layers
     # is n_layer
     assert estimate.params == 2 * V * E + 1024 * E + L * BLOCK_PARAMS
