@@ -18,7 +18,7 @@ from memlint.gpus import Gpu, find_gpu
 from memlint.parallel import analyse_files
 from memlint.settings import ConfigError, Settings
 from memlint.sizes import NUMERIC_SIZES, SizeTable, invalid_sizes
-from memlint.sources.hydra import compose_all
+from memlint.sources.hydra import compose_all, parse_choices
 from memlint.sources.python import parse_python
 from memlint.sources.yaml import ConfigFile, load_config
 
@@ -129,7 +129,8 @@ def _read_configs(
             for _key, line, col, message in invalid_sizes(config)
         )
     # Hydra: compose `defaults:` lists within their config directory (memlint/sources/hydra.py)
-    configs = compose_all(configs, {s.relpath: s.path for s in config_files}, settings.root)
+    choices = parse_choices(settings.hydra_overrides)
+    configs = compose_all(configs, {s.relpath: s.path for s in config_files}, settings.root, choices)
     for config in configs:
         findings.extend(
             Finding(config.path, Span(p.line, p.col, p.line, p.col + 1), p.code, p.message)

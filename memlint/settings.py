@@ -63,6 +63,10 @@ SCHEMA = {
         "optimizer": {"type": "string"},
         "precision": {"type": "string", "enum": list(PRECISIONS)},
         "configs": {"type": "array", "items": {"type": "string"}},
+        "hydra-overrides": {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^/?[A-Za-z_][\\w/-]*(@[\\w.]+)?=[^=]*$"},
+        },
         "per-file-configs": {
             "type": "object",
             "additionalProperties": {"type": "array", "items": {"type": "string"}},
@@ -100,6 +104,7 @@ class Settings:
     precision: str | None = None
     configs: list[str] = field(default_factory=list)
     per_file_configs: dict[str, list[str]] = field(default_factory=dict)  # glob -> configs for those files
+    hydra_overrides: list[str] = field(default_factory=list)  # Hydra group choices: ["experiment=big"]
     show_info: bool = False
     output_format: str = "full"
     max_file_size: int = 10 * 1024 * 1024

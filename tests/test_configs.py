@@ -584,3 +584,23 @@ def test_experiment_override_replaces_the_group_chosen_by_the_primary(tmp_path):
     assert values == {k: s.value for k, s in flat.by_key.items()}  # small's use_rope is gone, as in Hydra
     assert hydra.by_key["model.n_heads"].origin == "conf/experiment/big.yaml:5"  # the experiment's body last
     assert hydra.by_key["model.encoder.num_layers"].origin == "conf/model/encoder/deep.yaml:1"
+
+
+def test_hydra_overrides_choose_a_group_option_as_the_command_line_would(tmp_path, capsys):
+    test_experiment_override_replaces_the_group_chosen_by_the_primary(tmp_path)
+    train = tmp_path / "conf/train.yaml"
+    train.write_text(train.read_text().replace("experiment: big", "experiment: null"), encoding="utf-8")
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.memlint]\nconfigs = ["conf/train.yaml"]\nhydra-overrides = ["experiment=big"]\n',
+        encoding="utf-8",
+    )
+    from memlint.settings import load_settings
+
+    chosen = check([str(train)], load_settings([str(tmp_path)])).table
+    flat = check([str(tmp_path / "flat.yaml")], Settings(root=tmp_path)).table
+    assert {k: s.value for k, s in chosen.by_key.items()} == {k: s.value for k, s in flat.by_key.items()}
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.memlint]\nhydra-overrides = ["training.batch_size=8"]\n', encoding="utf-8"
+    )
+    assert main(["check", str(train)]) == 2  # a value, not a group choice: that is --dim's job
+    assert "hydra-overrides" in capsys.readouterr().err

@@ -38,12 +38,16 @@ def _entries(defaults: list) -> list[tuple[str, str | None, str | None, bool, bo
     return out
 
 
-def compose(primary: ConfigFile, root: Path, path: Path) -> tuple[ConfigFile, set[Path]]:
+def compose(
+    primary: ConfigFile, root: Path, path: Path, choices: dict[str, str | None] | None = None
+) -> tuple[ConfigFile, set[Path]]:
     """The primary with its defaults merged in (keys re-prefixed, positions kept) and the files it used.
 
     `- override /group: option` anywhere in the defaults tree (an experiment file's `override /model: big`)
     replaces the option that group gets wherever it is chosen, at the place it is chosen, as Hydra does: the
     overrides are collected over the tree first (again while a changed choice brings in more of them).
+    `choices` are the command line's group choices (`experiment=big`, `[tool.memlint] hydra-overrides`): they
+    win over the tree's.
     """
     result = ConfigFile(path=primary.path, problems=list(primary.problems))
     config_root = path.parent
@@ -52,6 +56,7 @@ def compose(primary: ConfigFile, root: Path, path: Path) -> tuple[ConfigFile, se
     for _ in range(4):
         found: dict[str, str | None] = {}
         _collect_overrides(primary, path.parent, config_root, root, overrides, found, cache, set(), 0)
+        found.update(choices or {})
         if found == overrides:
             break
         overrides = found
@@ -170,6 +175,16 @@ def _merge_into(
         _merge_into(result, child, file.parent, pkg, root, used, config_root, overrides, cache, depth + 1)
 
 
+def parse_choices(overrides: list[str]) -> dict[str, str | None]:
+    """`group=option` (Hydra's command-line group choice, `null` for none) as {group path: option}."""
+    out: dict[str, str | None] = {}
+    for item in overrides:
+        group, _, option = item.partition("=")
+        option = option.strip()
+        out[group.strip().strip("/")] = None if option in ("null", "") else option
+    return out
+
+
 def _option_file(base: Path, group: str, option: str) -> Path | None:
     for suffix in (".yaml", ".yml", ""):
         candidate = base / group / f"{option}{suffix}" if group else base / f"{option}{suffix}"
@@ -190,13 +205,18 @@ def _package(group: str, explicit: str | None, header: str | None, prefix: str) 
     return (prefix + package + ".") if package else prefix
 
 
-def compose_all(configs: list[ConfigFile], sources: dict[str, Path], root: Path) -> list[ConfigFile]:
+def compose_all(
+    configs: list[ConfigFile],
+    sources: dict[str, Path],
+    root: Path,
+    choices: dict[str, str | None] | None = None,
+) -> list[ConfigFile]:
     """Compose every config that has a `defaults:` list; drop the group files they consumed."""
     composed, consumed = [], set()
     for config in configs:
         path = sources.get(config.path)
         if config.defaults and path is not None:
-            config, used = compose(config, root, path)
+            config, used = compose(config, root, path, choices)
             consumed |= {p.resolve().parent for p in used if p.resolve().parent != path.resolve().parent}
         composed.append(config)
     # options of a group the primaries compose (the chosen and the others) are not configs on their own
