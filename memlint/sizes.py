@@ -294,6 +294,9 @@ RUNTIME_RESOLVERS = {
 }
 
 
+MAX_INTERPOLATION_DEPTH = 64  # a chain or nesting deeper than this is hostile, not a config
+
+
 class _Unresolvable(Exception):
     def __init__(self, kind: str, reason: str):
         super().__init__(reason)
@@ -307,6 +310,7 @@ class _Resolver:
         self.table = table
         self.done: dict[str, tuple[object, str]] = {}
         self.stack: list[str] = []
+        self.depth = 0
 
     def value_of(self, key: str) -> tuple[object, str]:
         """The value and origin of `key`, its interpolation resolved; raises _Unresolvable."""
@@ -323,6 +327,10 @@ class _Resolver:
         if key in self.stack:
             cycle = [*self.stack[self.stack.index(key) :], key]
             raise _Unresolvable("cycle", "interpolation cycle: " + " → ".join(cycle))
+        if len(self.stack) >= MAX_INTERPOLATION_DEPTH:
+            raise _Unresolvable(
+                "depth", f"an interpolation chain longer than {MAX_INTERPOLATION_DEPTH} links"
+            )
         self.stack.append(key)
         try:
             value, target_origin = self.evaluate(str(raw.value), key)
@@ -336,6 +344,17 @@ class _Resolver:
 
     def evaluate(self, text: str, key: str) -> tuple[object, str]:
         """A string with `${...}` parts: one whole interpolation keeps the target's type, else a string."""
+        self.depth += 1
+        try:
+            if self.depth > MAX_INTERPOLATION_DEPTH:
+                raise _Unresolvable(
+                    "depth", f"interpolations nested deeper than {MAX_INTERPOLATION_DEPTH} levels"
+                )
+            return self._evaluate(text, key)
+        finally:
+            self.depth -= 1
+
+    def _evaluate(self, text: str, key: str) -> tuple[object, str]:
         parts = _split_interpolations(text)
         if len(parts) == 1 and isinstance(parts[0], tuple):
             return self.interpolation(parts[0][0], key)

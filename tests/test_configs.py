@@ -604,3 +604,13 @@ def test_hydra_overrides_choose_a_group_option_as_the_command_line_would(tmp_pat
     )
     assert main(["check", str(train)]) == 2  # a value, not a group choice: that is --dim's job
     assert "hydra-overrides" in capsys.readouterr().err
+
+
+def test_hostile_interpolations_end_with_a_finding_not_a_recursion_error(tmp_path, capsys):
+    nested = "${" * 2000 + "a" + "}" * 2000
+    chain = "".join(f"k{i}: ${{k{i + 1}}}\n" for i in range(1500))
+    _write(tmp_path, {"deep.yaml": f'a: 1\nbatch_size: "{nested}"\n', "chain.yaml": chain + "k1500: 4\n"})
+    findings = _json_findings(capsys, [str(tmp_path / "deep.yaml"), str(tmp_path / "chain.yaml")])
+    assert not _by_code(findings, "MEM900")
+    (deep,) = _by_code(findings, "MEM908")  # batch_size is a size: reported; the chain's keys are not sizes
+    assert "nested deeper than 64 levels" in deep["message"]
