@@ -523,7 +523,12 @@ def sweep_worst(text: str, *, key: str = "", plain_list: bool = True) -> tuple[f
     list (Hydra's multirun override syntax; in `hydra.sweeper.params` and `--dim`, not in ordinary config
     values, where `8,16` is text).
     """
-    values = _sweep_values(str(text), plain_list)
+    if len(str(text)) > 4096:
+        return None  # not a sweep anyone writes by hand
+    try:
+        values = _sweep_values(str(text), plain_list)
+    except RecursionError:  # int(int(int(...))) nested thousands deep
+        return None
     if not values:
         return None
     if "interval" in key.rsplit(".", 1)[-1].lower():

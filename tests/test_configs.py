@@ -387,6 +387,7 @@ def test_interpolation_cycle_is_one_line_not_a_hang(tmp_path, capsys):
         ("2,4,8", "pe_interval", 2),  # an interval: the smallest recomputes most
         ("adam,sgd", "optimizer", None),
         ("glob(*)", "n", None),
+        ("int(" * 3000 + "1,2" + ")" * 3000, "n", None),  # hostile: no RecursionError
     ],
 )
 def test_sweep_worst_case(text, key, worst):
