@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from memlint import cost as costs
 from memlint.checks import FileContext
 from memlint.findings import Finding
-from memlint.shapes import CONV_MODULES, RNN_MODULES, FunctionFacts, module_output_shape
+from memlint.shapes import CONV_MODULES, DECOMPOSITIONS, RNN_MODULES, FunctionFacts, module_output_shape
 from memlint.sources.python import SHAPE_PRESERVING_MODULES, Submodule, range_length
 from memlint.symbolic import Q, Scope, product
 
@@ -178,6 +178,7 @@ class Ref:
     base: Ref | None = None
     what: str = ""
     times: int = 0  # how many times the walk's loops run the op that made it (0: not yet known)
+    node: ast.AST | None = None  # the expression that made it
 
     def storage(self) -> Ref:
         ref = self
@@ -289,7 +290,8 @@ class _Ledger:
         # a tensor made before a loop and saved inside it is one tensor (the loop's carried outputs are
         # added by the loop itself)
         times = min(walker.times, storage.times) if storage.times else walker.times
-        item = Item(storage.what or what, product(shape), storage.width, times)
+        label = storage.what or (_label(storage.node) if storage.node is not None else what)
+        item = Item(label, product(shape), storage.width, times)
         self.seen[id(storage)] = item
         self.model.items.append(item)
 
@@ -304,6 +306,8 @@ class _Ledger:
             return
         item = Item(what, elements, width, 1)
         if self.model.working is None or item.bytes > self.model.working.bytes:
+            if not isinstance(what, str):  # an op's node: labelled only when it is the largest so far
+                item.what = f"backward of {_label(what)}"
             self.model.working = item
 
 
@@ -320,6 +324,7 @@ class _Walker:
         self.times = times
         self.depth = depth
         self.returned: object = None
+        self._returned_known = False
         self.owned_sizes: set[int] = set()
         self.owned_spans = []
         for code, span in run.owning.get(ctx.relpath, []):
@@ -362,7 +367,9 @@ class _Walker:
     def new(self, node: ast.AST, kind: str, inputs: list[Ref], what: str = "") -> Ref:
         shape = self.facts.shape(node)
         grad = any(r.grad for r in inputs)
-        return Ref(shape, self.run.ledger.width(kind, inputs), grad, True, None, what or _label(node))
+        ref = Ref(shape, self.run.ledger.width(kind, inputs), grad, True, None, what)
+        ref.node = node  # labelled only if it becomes an item (ast.unparse is not cheap)
+        return ref
 
     def save(self, ref, node, what):
         self.run.ledger.save(ref, self, node, what)
@@ -406,8 +413,11 @@ class _Walker:
             self.walk(stmt.body)
         elif isinstance(stmt, ast.If):
             self.expr(stmt.test)
-            self.walk(stmt.body)
-            self.walk(stmt.orelse)
+            truth = self._truth(stmt.test)  # a flag from the config or a default: only its branch runs
+            if truth is not False:
+                self.walk(stmt.body)
+            if truth is not True:
+                self.walk(stmt.orelse)
         elif isinstance(stmt, (ast.With, ast.AsyncWith)):
             if any(self._no_grad(item.context_expr) for item in stmt.items):
                 return  # nothing under no_grad is saved for backward
@@ -417,10 +427,38 @@ class _Walker:
             self.walk(stmt.finalbody)
         elif isinstance(stmt, ast.Return) and stmt.value is not None:
             value = self.expr(stmt.value)
-            if self.returned is None:
-                self.returned = value
+            # the first return whose shape is known (`if not cfg.x: return a` before the main path), else the first
+            known = isinstance(value, Ref) and value.shape is not None
+            if self.returned is None or (known and not self._returned_known):
+                self.returned, self._returned_known = value, known
         elif isinstance(stmt, ast.Expr):
             self.expr(stmt.value)
+
+    def _truth(self, test) -> bool | None:
+        """`self.flag` / `not self.flag` / `self.training` when the flag is a constructor argument whose value the
+        configs or its default give (True/False); None otherwise (both branches are walked)."""
+        if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            inner = self._truth(test.operand)
+            return None if inner is None else not inner
+        if not (
+            isinstance(test, ast.Attribute) and isinstance(test.value, ast.Name) and test.value.id == "self"
+        ):
+            return None
+        if test.attr == "training":
+            return True
+        if self.info is None or test.attr not in self.info.attrs:
+            return None
+        value, method = self.info.attrs[test.attr]
+        if isinstance(value, ast.Constant) and isinstance(value.value, bool):
+            return value.value
+        if isinstance(value, ast.Name):
+            size = self.ctx.table.lookup(value.id)
+            if size is not None and isinstance(size.value, bool):
+                return size.value
+            default = Scope(method, self.info).params().get(value.id)
+            if isinstance(default, ast.Constant) and isinstance(default.value, bool):
+                return default.value
+        return None
 
     def _no_grad(self, expr) -> bool:
         target = expr.func if isinstance(expr, ast.Call) else expr
@@ -678,6 +716,12 @@ class _Walker:
         name = qual.rsplit(".", 1)[-1]
         tensors = [a for a in args if isinstance(a, Ref)]
         first = args[0] if args and isinstance(args[0], Ref) else None
+        if qual in DECOMPOSITIONS and first is not None:  # (eigenvalues, eigenvectors), ...: MEM4's to price
+            shape = first.shape
+            parts = (
+                DECOMPOSITIONS[qual](shape) if shape is not None and len(shape) >= 2 else [None, None, None]
+            )
+            return tuple(Ref(part, first.width, first.grad, node=node) for part in parts)
         if name == "linear" and first is not None:
             self.save_input(first, node, "F.linear input", lowp=True)
             return self.new(node, LOWP, tensors)
@@ -957,9 +1001,7 @@ class _Run:
     def working(self, walker: _Walker, node, out: Ref) -> None:
         """Backward of one op holds the gradient of its output and of its input: 2 x its output."""
         if out.shape is not None and product(out.shape).known and not walker.owned(node, out):
-            self.ledger.working(
-                Q.const(2) * product(out.shape), out.width, True, f"backward of {_label(node)}"
-            )
+            self.ledger.working(Q.const(2) * product(out.shape), out.width, True, node)
 
     def start(self, ctx, info, seeds=None):
         forward = info.methods["forward"]
@@ -1006,8 +1048,8 @@ class _Run:
                 self.model.held.append(item)
 
     def helper(self, walker: _Walker, callee, node, args, kwargs):
-        facts = walker.facts.callee_facts(node) if walker.depth < 2 else None
-        if facts is None:
+        facts = None
+        if facts is None:  # seeded with the walk's own shapes (they know more than the caller's facts)
             shapes = {}
             params = [a.arg for a in callee.args.posonlyargs + callee.args.args]
             if params and params[0] == "self" and isinstance(node.func, ast.Attribute):
@@ -1016,7 +1058,7 @@ class _Run:
                 if isinstance(arg, Ref) and arg.shape is not None:
                     shapes[name] = arg.shape
             info = walker.info if isinstance(node.func, ast.Attribute) else None
-            facts = FunctionFacts.build(walker.ctx.module, callee, info, walker.ctx.evaluator, shapes, 2)
+            facts = FunctionFacts.build(walker.ctx.module, callee, info, walker.ctx.evaluator, shapes, 1)
         params = [a.arg for a in callee.args.posonlyargs + callee.args.args]
         if params and params[0] == "self" and isinstance(node.func, ast.Attribute):
             params = params[1:]

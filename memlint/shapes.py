@@ -593,6 +593,13 @@ class FunctionFacts:
             return [*base[:start], product(base[start : end + 1]), *base[end + 1 :]]
         if name in ("matmul", "bmm", "mm") and args:
             return _matmul(base, self._infer(args[0]))
+        if name == "repeat_interleave" and args and not isinstance(args[0], ast.Starred):
+            dim = _int_arg(node, 1, "dim", None)  # x.repeat_interleave(k, dim=1): that axis times k
+            if dim is None or not -len(base) <= dim < len(base) or self._infer(args[0]) is not None:
+                return None
+            dims = list(base)
+            dims[dim] = dims[dim] * self.size(args[0])
+            return dims
         if name in ("sum", "mean", "amax", "max", "min", "norm", "std", "var", "logsumexp", "prod"):
             dim = _int_arg(node, 0, "dim", None)
             keep = any(
