@@ -386,13 +386,13 @@ class _Walker:
         self.save(ref, node, what)
 
     # --- statements -----------------------------------------------------------------------------
-    def walk(self, body) -> None:
-        for stmt in body:
-            self.stmt(stmt)
+    def walk(self, body) -> bool:
+        """Walk statements in order; True when the block certainly returned (what follows does not run)."""
+        return any(self.stmt(stmt) for stmt in body)  # stops at the first statement that returns
 
-    def stmt(self, stmt: ast.stmt) -> None:
+    def stmt(self, stmt: ast.stmt) -> bool:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            return
+            return False
         if isinstance(stmt, ast.Assign):
             value = self.expr(stmt.value)
             for target in stmt.targets:
@@ -414,14 +414,16 @@ class _Walker:
         elif isinstance(stmt, ast.If):
             self.expr(stmt.test)
             truth = self._truth(stmt.test)  # a flag from the config or a default: only its branch runs
-            if truth is not False:
-                self.walk(stmt.body)
-            if truth is not True:
-                self.walk(stmt.orelse)
+            if truth is True:
+                return self.walk(stmt.body)
+            if truth is False:
+                return self.walk(stmt.orelse)
+            ended = self.walk(stmt.body)
+            return self.walk(stmt.orelse) and ended
         elif isinstance(stmt, (ast.With, ast.AsyncWith)):
             if any(self._no_grad(item.context_expr) for item in stmt.items):
-                return  # nothing under no_grad is saved for backward
-            self.walk(stmt.body)
+                return False  # nothing under no_grad is saved for backward
+            return self.walk(stmt.body)
         elif isinstance(stmt, ast.Try):
             self.walk(stmt.body)
             self.walk(stmt.finalbody)
@@ -431,6 +433,7 @@ class _Walker:
             known = isinstance(value, Ref) and value.shape is not None
             if self.returned is None or (known and not self._returned_known):
                 self.returned, self._returned_known = value, known
+            return True
         elif isinstance(stmt, ast.Expr):
             self.expr(stmt.value)
 

@@ -329,3 +329,43 @@ def test_eeg_breakdown_through_the_cli(capsys):
     main(["fit", *args, "--dim", "N=graph.num_nodes"])
     text = capsys.readouterr().out
     assert "activations" in text
+
+
+def test_a_config_flag_picks_the_branch_that_runs():
+    source = """
+    class M(nn.Module):
+        def __init__(self, d=32, wide=False):
+            super().__init__()
+            self.wide = wide
+            self.small = nn.Linear(d, d)
+            self.big = nn.Linear(d, 16 * d)
+
+        def forward(self, x):
+            B, T, D = x.shape
+            if self.wide:
+                return torch.relu(self.big(x))
+            return torch.relu(self.small(x))
+    """
+    narrow = _model(source, SIZES)
+    wide = _model(source, {**SIZES, "wide": True})
+    assert narrow.saved_bytes == B * T * D * 4  # only the branch the default runs
+    assert wide.saved_bytes == 16 * B * T * D * 4
+
+
+def test_precision_of_the_profile_changes_the_eeg_estimate(tmp_path):
+    root = Path(__file__).resolve().parents[1] / "examples"
+    if not (root / "src" / "eeg_pe.py").exists():
+        pytest.skip("examples/ not present")
+    totals = {}
+    for precision in ("fp32", "bf16-mixed", "bf16-true"):
+        settings = Settings(
+            root=root, cache=False, jobs=1, dims={"N": "graph.num_nodes"}, precision=precision
+        )
+        report = memlint.check(
+            [str(root / "configs" / "eeg.yaml"), str(root / "src" / "eeg_pe.py")], settings
+        )
+        est = max((b for b in report.budgets if b.files), key=lambda b: b.total_bytes)
+        totals[precision] = sum(t.bytes for t in est.terms if t.category == "activations")
+    # matmul-like outputs (GRU states, Linear/Conv/MHA tensors) halve under autocast; all of it under bf16-true
+    assert totals["bf16-true"] < totals["bf16-mixed"] < totals["fp32"]
+    assert 0.45 < totals["bf16-true"] / totals["fp32"] <= 0.55
