@@ -67,6 +67,7 @@ class Estimate:
     checkpointing: str = ""  # the key that declared it, if any
     files: list[str] = field(default_factory=list)
     table: SizeTable | None = None  # the sizes it was computed at
+    lower_bound: bool = False  # some parameters or activations could not be priced (named in not_covered)
 
     @property
     def usable_bytes(self) -> int:
@@ -93,7 +94,8 @@ class Estimate:
     def lines(self) -> list[str]:
         """The breakdown, one term a line, then the card's lines and what is not covered."""
         out = [f"{t.name:<34} {human_bytes(t.bytes):>10}  {t.detail}".rstrip() for t in self.terms]
-        out.append(f"{'estimated peak (at least)':<34} {human_bytes(self.total_bytes):>10}  {self._rule()}")
+        label = "estimated peak (at least)" if self.lower_bound else "estimated peak"
+        out.append(f"{label:<34} {human_bytes(self.total_bytes):>10}  {self._rule()}")
         out.append(f"{self.gpu.name + ' total':<34} {human_bytes(self.gpu.total_bytes):>10}")
         out.append(f"{'- CUDA context':<34} {human_bytes(self.gpu.context_bytes):>10}")
         out.append(
@@ -457,9 +459,10 @@ def estimate(
     notes.extend(model_notes)
     if params.uncounted:
         not_covered.append("parameters of " + ", ".join(params.uncounted) + " (module kind not sized)")
+    lower_bound = bool(not_covered)  # parameters or activations named above could not be priced
     not_covered.append(
         "kernel workspaces (cuBLAS, cuDNN's RNN reserve, cuSOLVER), the loss computed outside the model"
-        + ("; what is listed above: the estimate is a lower bound" if model_missing else "")
+        + ("; what is listed above: the estimate is a lower bound" if lower_bound else "")
     )
     return Estimate(
         gpu,
@@ -473,6 +476,7 @@ def estimate(
         checkpointing,
         sorted(modules),
         table,
+        lower_bound,
     )
 
 
@@ -502,7 +506,8 @@ def budget_findings(
     path, span, key = _driver_position(est, found, profile.table, settings.root)
     verdict = "does not fit" if code == "MEM501" else "is within 10 % of"
     message = (
-        f"estimated peak of at least {human_bytes(est.total_bytes)} {verdict} the {est.gpu.name} "
+        f"estimated peak of {'at least ' if est.lower_bound else ''}{human_bytes(est.total_bytes)} "
+        f"{verdict} the {est.gpu.name} "
         f"({est.gpu.describe_usable()})"
     )
     from memlint.knobs import knob_notes  # which one change of a config value makes it fit (memlint/knobs.py)

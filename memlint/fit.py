@@ -33,6 +33,7 @@ class Row:
             "terms": self.estimate.by_category(),
             "total_bytes": self.estimate.total_bytes,
             "fits": self.estimate.fits,
+            "lower_bound": self.estimate.lower_bound,
         }
 
 
@@ -120,7 +121,8 @@ def render_text(rows: list[Row]) -> str:
     first = rows[0].estimate
     keys = list(rows[0].values)
     extra = sorted({c for r in rows for c in r.estimate.by_category() if c not in MAIN_TERMS})
-    header = [*keys, *MAIN_TERMS, *extra, "total (at least)", "fits?"]
+    total = "total (at least)" if any(r.estimate.lower_bound for r in rows) else "total"
+    header = [*keys, *MAIN_TERMS, *extra, total, "fits?"]
     table = [header]
     for row in rows:
         terms = row.estimate.by_category()

@@ -240,7 +240,7 @@ def batch_knob(probe: Probe, table: SizeTable, base=None) -> Knob | None:
             slope = (twice.activation_bytes() - base.activation_bytes()) / b0
             if slope <= 0:
                 if not probe.fits({size.key: b0}):
-                    knob.reason = "no priced term grows with it: the terms that do not exceed usable"
+                    knob.reason = "no priced term grows with it, and the terms that do not grow exceed usable"
                     return knob
             else:
                 knob.reason = f"activations {human_bytes(slope)} per sample"
@@ -248,8 +248,8 @@ def batch_knob(probe: Probe, table: SizeTable, base=None) -> Knob | None:
     value, unbounded = largest(probe, size.key, b0, guess)
     if value is None:
         params = probe.at({size.key: 1})
-        knob.reason = "none fits, not even 1" + (
-            f": the estimate at 1 is {human_bytes(params.total_bytes)}" if params is not None else ""
+        knob.reason = "not even 1 fits" + (
+            f" (the estimate at 1 is {human_bytes(params.total_bytes)})" if params is not None else ""
         )
         return knob
     knob.fits_at, knob.unbounded = value, unbounded
@@ -293,7 +293,7 @@ def seq_len_knob(probe: Probe, table: SizeTable) -> Knob | None:
     knob = Knob(size.key, "seq_len", "largest", now, origin=size.origin)
     value, unbounded = largest(probe, size.key, now)
     if value is None:
-        knob.reason = "none fits, not even 1"
+        knob.reason = "not even 1 fits"
     else:
         knob.fits_at, knob.unbounded, knob.total_bytes = value, unbounded, probe.total({size.key: value})
     return knob

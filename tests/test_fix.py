@@ -7,6 +7,8 @@ import errno
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -306,3 +308,11 @@ def test_interrupted_write_leaves_the_original_and_no_temp_file(tmp_path, capsys
     assert main([str(target), "--fix-only", *DIMS]) == 130
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".memlint")] == []
+
+
+def test_every_fixer_is_found_even_when_one_module_was_imported_first():
+    code = (
+        "import memlint.fix.need_weights\nfrom memlint.fix import fixers\nprint(','.join(sorted(fixers())))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert set(out.strip().split(",")) >= {"MEM101", "MEM102", "MEM201", "MEM202", "MEM203", "MEM401"}

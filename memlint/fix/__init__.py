@@ -27,10 +27,15 @@ def fixer(*codes: str):
     return decorate
 
 
+_DISCOVERED: list[bool] = []
+
+
 def fixers() -> dict[str, list[FixerFn]]:
-    if not _FIXERS:
+    """Every fixer module, imported once (also when one of them was imported first, e.g. by a test)."""
+    if not _DISCOVERED:
         for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
             importlib.import_module(f"{__name__}.{info.name}")
+        _DISCOVERED.append(True)
     return _FIXERS
 
 
