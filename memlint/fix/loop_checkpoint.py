@@ -26,7 +26,7 @@ from memlint.findings import Edit, Fix
 from memlint.fix import fixer
 from memlint.fix.imports import checkpoint_name
 from memlint.fix.locate import alone_on_lines, function_of, node_at
-from memlint.fix.text import NEWLINE, Lines, segment
+from memlint.fix.text import NEWLINE, Lines, replace_node, segment
 
 CHECKPOINT_FUNCS = {"torch.utils.checkpoint.checkpoint", "torch.utils.checkpoint.checkpoint_sequential"}
 CHECKPOINT_KEYWORDS = {"use_reentrant", "preserve_rng_state", "context_fn", "determinism_check", "debug"}
@@ -471,9 +471,7 @@ class _Checkpoint:
         return f"{func}(\n" + "".join(f"{inner}{a},\n" for a in args) + f"{indent})"
 
     def _replace(self, node: ast.AST, content: str) -> Edit:
-        start = self.lines.index(node.lineno, node.col_offset + 1)
-        end = self.lines.index(node.end_lineno, node.end_col_offset + 1)
-        return Edit(self.lines.span(start, end), content)
+        return replace_node(self.lines, node, content)
 
     def _message(self, func_text: str, name: str) -> str:
         return (

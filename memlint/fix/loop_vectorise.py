@@ -23,7 +23,7 @@ import ast
 from memlint.findings import Edit, Fix
 from memlint.fix.locate import alone_on_lines, block_of, node_at
 from memlint.fix.loop_checkpoint import NoFix, step_append
-from memlint.fix.text import NEWLINE, Lines, segment
+from memlint.fix.text import NEWLINE, Lines, delete_statement, replace_node, segment
 
 STACK = "torch.stack"
 BATCHED_MODULES = {
@@ -409,16 +409,10 @@ class _Vectorise:
     # --- text ------------------------------------------------------------------------------------
 
     def _replace(self, node: ast.AST, content: str) -> Edit:
-        start = self.lines.index(node.lineno, node.col_offset + 1)
-        end = self.lines.index(node.end_lineno, node.end_col_offset + 1)
-        return Edit(self.lines.span(start, end), content)
+        return replace_node(self.lines, node, content)
 
     def _delete(self, stmt: ast.stmt) -> Edit:
-        start = self.lines.starts[stmt.lineno - 1]
-        end = (
-            self.lines.starts[stmt.end_lineno] if stmt.end_lineno < len(self.lines.starts) else len(self.text)
-        )
-        return Edit(self.lines.span(start, end), "")
+        return delete_statement(self.lines, stmt)
 
     def _message(self, new: str) -> str:
         return (

@@ -12,7 +12,7 @@ from memlint.findings import Edit, Fix
 from memlint.fix import fixer
 from memlint.fix.imports import functional_name
 from memlint.fix.locate import alone_on_lines, block_of, function_of, name_loads, name_stores, node_at
-from memlint.fix.text import NEWLINE, Lines, segment
+from memlint.fix.text import NEWLINE, Lines, delete_statement, replace_node, segment
 
 SOFTMAX = {"torch.softmax", "torch.nn.functional.softmax", "torch.special.softmax"}
 MATMUL = {"torch.matmul"}
@@ -297,16 +297,10 @@ class _Rewrite:
         return text if isinstance(node, simple) else f"({text})"
 
     def _replace(self, node: ast.AST, content: str) -> Edit:
-        start = self.lines.index(node.lineno, node.col_offset + 1)
-        end = self.lines.index(node.end_lineno, node.end_col_offset + 1)
-        return Edit(self.lines.span(start, end), content)
+        return replace_node(self.lines, node, content)
 
     def _delete(self, stmt: ast.stmt) -> Edit:
-        start = self.lines.starts[stmt.lineno - 1]
-        end = (
-            self.lines.starts[stmt.end_lineno] if stmt.end_lineno < len(self.lines.starts) else len(self.text)
-        )
-        return Edit(self.lines.span(start, end), "")
+        return delete_statement(self.lines, stmt)
 
 
 def _is_minus_one(node: ast.expr) -> bool:

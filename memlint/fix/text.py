@@ -58,6 +58,20 @@ def segment(text: str, lines: Lines, node: ast.AST) -> str:
     return text[lines.index(span.line, span.col) : lines.index(span.end_line, span.end_col)]
 
 
+def replace_node(lines: Lines, node: ast.AST, content: str) -> Edit:
+    """An Edit that replaces exactly the text of an `ast` node."""
+    start = lines.index(node.lineno, node.col_offset + 1)
+    end = lines.index(node.end_lineno, node.end_col_offset + 1)
+    return Edit(lines.span(start, end), content)
+
+
+def delete_statement(lines: Lines, stmt: ast.stmt) -> Edit:
+    """An Edit that removes the whole lines of a statement (with their line break)."""
+    start = lines.starts[stmt.lineno - 1]
+    end = lines.starts[stmt.end_lineno] if stmt.end_lineno < len(lines.starts) else len(lines.text)
+    return Edit(lines.span(start, end), "")
+
+
 def select_fixes(fixes: list[Fix], lines: Lines) -> tuple[list[tuple[int, int, str]], list[Fix], list[Fix]]:
     """Pick fixes whose edits do not overlap, in order of position: (edits as offsets, applied, deferred).
 
