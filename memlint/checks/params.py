@@ -78,6 +78,7 @@ class ParamGroup:
     dims: dict[str, Q] = field(default_factory=dict)  # "in"/"out"/"num"/"dim"/... as evaluated
     func: ast.FunctionDef | None = None
     info: ClassInfo | None = None
+    path: str = ""  # the dotted path inside its class: `transformer.wte` for nn.ModuleDict(dict(wte=...))
 
     @property
     def label(self) -> str:
@@ -127,6 +128,7 @@ def _group(ctx: FileContext, node: ast.Call, name: str, func, info) -> ParamGrou
         return None
     attr, count_exprs = _owner(ctx, node, func, info)
     count = product(ctx.evaluator.eval(expr, scope) for expr in count_exprs)
+    key = _container_key(ctx, node, func)
     return ParamGroup(
         info.name if info else "",
         attr,
@@ -138,7 +140,26 @@ def _group(ctx: FileContext, node: ast.Call, name: str, func, info) -> ParamGrou
         dims,
         func,
         info,
+        f"{attr}.{key}" if attr and key else attr,
     )
+
+
+def _container_key(ctx: FileContext, node: ast.Call, func) -> str:
+    """The key a constructor has inside `nn.ModuleDict(dict(wte=...))` or `nn.ModuleDict({"wte": ...})`."""
+    parent = ctx.module.parent(node)
+    if isinstance(parent, ast.keyword) and parent.arg:
+        call = ctx.module.parent(parent)
+        if isinstance(call, ast.Call) and (ast.unparse(call.func) == "dict" or _is_module_dict(ctx, call)):
+            return parent.arg
+    if isinstance(parent, ast.Dict) and node in parent.values:
+        key = parent.keys[parent.values.index(node)]
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            return key.value
+    return ""
+
+
+def _is_module_dict(ctx: FileContext, call: ast.Call) -> bool:
+    return ctx.qualname(call.func) == "torch.nn.ModuleDict"
 
 
 def _arg(call: ast.Call, index: int, keyword: str) -> ast.expr | None:
@@ -327,6 +348,216 @@ def _target_name(stmt: ast.Assign | ast.AnnAssign) -> str:
     return ""
 
 
+# --- tied parameters -------------------------------------------------------------------------------
+
+TIE_KEY = "tie_word_embeddings"
+TIE_CALLS = {"post_init", "tie_weights", "init_weights"}  # the HF methods that apply `_tied_weights_keys`
+TIE_HELPERS = {"_tie_or_clone_weights", "_tie_embedding_weights"}  # older HF: helper(output, input)
+TIEABLE = {LINEAR, *EMBEDDINGS}
+
+
+@dataclass
+class Tie:
+    """`target` (a `.weight` path inside `cls`) is the same parameter as `source`: PyTorch keeps one weight, one
+    gradient and one optimizer state for both. `active` is False when a config turns the tie off or leaves it
+    undecided (`condition` says which)."""
+
+    cls: str
+    target: str  # "lm_head.weight"
+    source: str  # "transformer.wte.weight" ("" when only the input embedding is implied)
+    node: ast.AST
+    how: str  # how the code ties it, with its line
+    active: bool = True
+    condition: str = ""  # the config value that decided it, or why it is undecided
+    group: ParamGroup | None = None  # the target's constructor: its weight is not a parameter of its own
+    shared: ParamGroup | None = None  # the source's constructor, when found
+
+    @property
+    def source_text(self) -> str:
+        return self.source or "the input embedding"
+
+    def note(self) -> str:
+        if self.active:
+            return f"{self.target} is tied to {self.source_text}: counted once ({self.how}{self._cond()})"
+        return (
+            f"{self.target} is tied to {self.source_text} only if {TIE_KEY} is true ({self.how}); "
+            f"{self.condition}: counted separately"
+        )
+
+    def _cond(self) -> str:
+        return f", {self.condition}" if self.condition else ""
+
+
+def tied_weight(group: ParamGroup) -> Q:
+    """The parameters of a group that a tie of its `.weight` shares (its bias stays its own)."""
+    if group.qualname == LINEAR:
+        return group.count * group.dims["in"] * group.dims["out"]
+    return group.total
+
+
+def tied_parameters(ctx: FileContext, classes: dict | None = None, groups: list | None = None) -> list[Tie]:
+    """The ties the code makes visible: `self.a.weight = self.b.weight` (also through submodules and
+    `self.x.y.weight`), HF's `_tie_or_clone_weights(out, in)`, and `_tied_weights_keys` in a class that calls
+    `self.post_init()`/`tie_weights()` (active when the config's tie_word_embeddings is true; undecided when no
+    config and no configuration class says). `classes` ({name: (ctx, ClassInfo)}) and `groups` let the run
+    budget resolve paths across files; by default the file's own."""
+    if classes is None and "tied_parameters" in ctx.__dict__:
+        return ctx.__dict__["tied_parameters"]
+    own = classes is None
+    classes = classes if classes is not None else {n: (ctx, i) for n, i in ctx.module.classes.items()}
+    groups = groups if groups is not None else count_parameters(ctx)
+    ties: list[Tie] = []
+    seen: set[tuple[str, str]] = set()
+    for name, info in ctx.module.classes.items():
+        for tie in [*_assigned_ties(ctx, info), *_declared_ties(ctx, info, classes)]:
+            if (name, tie.target) in seen:
+                continue
+            seen.add((name, tie.target))
+            tie.group = _resolve(classes, groups, name, tie.target)
+            if tie.source:
+                tie.shared = _resolve(classes, groups, name, tie.source)
+            if tie.group is not None and tie.group.qualname in TIEABLE:
+                ties.append(tie)
+    if own:
+        ctx.__dict__["tied_parameters"] = ties
+    return ties
+
+
+def _self_path(expr: ast.expr) -> str | None:
+    """`self.transformer.wte.weight` -> "transformer.wte.weight"."""
+    parts = []
+    while isinstance(expr, ast.Attribute):
+        parts.append(expr.attr)
+        expr = expr.value
+    if isinstance(expr, ast.Name) and expr.id == "self" and parts:
+        return ".".join(reversed(parts))
+    return None
+
+
+def _assigned_ties(ctx: FileContext, info: ClassInfo):
+    for method in info.methods.values():
+        for node in ast.walk(method):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target, source = _self_path(node.targets[0]), _self_path(node.value)
+                if target and source and target.endswith(".weight") and source.endswith(".weight"):
+                    how = f"`{ast.unparse(node)}` at {ctx.relpath}:{node.lineno}"
+                    yield Tie(info.name, target, source, node, how)
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in TIE_HELPERS
+                and len(node.args) == 2
+            ):
+                target, source = (_self_path(a) for a in node.args)
+                if target and source:
+                    how = f"`{ast.unparse(node)}` at {ctx.relpath}:{node.lineno}"
+                    yield Tie(info.name, f"{target}.weight", f"{source}.weight", node, how)
+
+
+def _declared_ties(ctx: FileContext, info: ClassInfo, classes: dict):
+    value = info.fields.get("_tied_weights_keys")
+    if value is None or not _applies_ties(info):
+        return
+    if isinstance(value, ast.Dict):
+        pairs = [(k, v) for k, v in zip(value.keys, value.values, strict=False) if k is not None]
+    elif isinstance(value, (ast.List, ast.Tuple, ast.Set)):
+        pairs = [(e, None) for e in value.elts]
+    else:
+        return
+    setting, origin = _tie_setting(ctx, classes)
+    for key, source in pairs:
+        if not (
+            isinstance(key, ast.Constant) and isinstance(key.value, str) and key.value.endswith(".weight")
+        ):
+            continue
+        src = source.value if isinstance(source, ast.Constant) and isinstance(source.value, str) else ""
+        how = f"_tied_weights_keys at {ctx.relpath}:{key.lineno}"
+        if setting is None:
+            yield Tie(info.name, key.value, src, key, how, False, origin)
+        else:
+            condition = f"{TIE_KEY} = {str(setting).lower()} ({origin})"
+            yield Tie(info.name, key.value, src, key, how, setting, condition)
+
+
+def _applies_ties(info: ClassInfo) -> bool:
+    for method in info.methods.values():
+        for node in ast.walk(method):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in TIE_CALLS
+            ):
+                return True
+    return False
+
+
+def _truth(value) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")
+    return None
+
+
+def _tie_setting(ctx: FileContext, classes: dict) -> tuple[bool | None, str]:
+    """tie_word_embeddings from the configs (config.json, YAML, --dim), else from a configuration class's
+    default in the scanned code (`tie_word_embeddings: bool = True`, or an `__init__` default). transformers
+    has no default of its own: modeling_utils reads `getattr(config, "tie_word_embeddings", False)`, so a
+    config without the key and no configuration class in sight is undecided, not guessed."""
+    size = ctx.table.lookup(TIE_KEY, aliases=False)
+    if size is not None and _truth(size.value) is not None:
+        return _truth(size.value), size.origin
+    defaults: dict[bool, str] = {}
+    for cls_ctx, info in classes.values():
+        expr = info.fields.get(TIE_KEY)
+        if expr is None and info.init() is not None:
+            args = info.init().args
+            positional = args.posonlyargs + args.args
+            pairs = list(zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=False))
+            pairs += [
+                (a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=False) if d is not None
+            ]
+            expr = next((d for a, d in pairs if a.arg == TIE_KEY), None)
+        if isinstance(expr, ast.Constant) and isinstance(expr.value, bool):
+            defaults.setdefault(expr.value, f"{cls_ctx.relpath}:{expr.lineno} ({info.name} default)")
+    if len(defaults) == 1:
+        value, origin = next(iter(defaults.items()))
+        return value, origin
+    if defaults:
+        return None, f"configuration classes default {TIE_KEY} both ways and no config declares it"
+    return None, (
+        f"no config declares {TIE_KEY} (transformers reads a missing key as false; each configuration class "
+        f"sets its own default): declare it, e.g. --dim {TIE_KEY}=true"
+    )
+
+
+def _resolve(classes: dict, groups: list[ParamGroup], cls: str, path: str) -> ParamGroup | None:
+    """The constructor a `.weight` path of class `cls` names, following `self.<sub>` into other classes."""
+    parts = path.split(".")
+    if parts[-1] != "weight" or len(parts) < 2:
+        return None
+    parts = parts[:-1]
+    current = cls
+    for i in range(len(parts)):
+        rest = ".".join(parts[i:])
+        found = [
+            g for g in groups if g.cls == current and (g.path == rest or (g.attr == rest and not g.path))
+        ]
+        found = found or [g for g in groups if g.cls == current and g.attr == rest]
+        if len(found) == 1:
+            return found[0]
+        entry = classes.get(current)
+        sub = entry[1].submodules.get(parts[i]) if entry is not None else None
+        if sub is None:
+            return None
+        current = sub.qualname.rsplit(".", 1)[-1]
+        if current not in classes:
+            return None
+    return None
+
+
 # --- MEM301 ----------------------------------------------------------------------------------------
 
 
@@ -358,7 +589,13 @@ def large_parameter_matrix(ctx: FileContext):
 
 
 def _parameter_findings(ctx: FileContext, per_param: int):
+    ties = {id(t.group): t for t in tied_parameters(ctx)}
+    shares: dict[int, list[str]] = {}
+    for t in tied_parameters(ctx):
+        if t.active and t.shared is not None:
+            shares.setdefault(id(t.shared), []).append(f"{t.cls}.{t.target}" if t.cls else t.target)
     for group in count_parameters(ctx):
+        tie = ties.get(id(group))
         total = group.total
         if total.known:
             if total.value * per_param < MIN_TRAINING_BYTES:
@@ -368,7 +605,39 @@ def _parameter_findings(ctx: FileContext, per_param: int):
             big_instance = per_instance.known and per_instance.value * per_param >= MIN_TRAINING_BYTES
             if not (big_instance or _worth_declaring(group)):
                 continue
-        yield _price_group(ctx, group, per_param)
+        if tie is not None and tie.active:
+            yield _price_tied(ctx, group, tie, per_param)
+            continue
+        finding = _price_group(ctx, group, per_param)
+        if tie is not None:
+            finding.notes.append(tie.note())
+        if id(group) in shares:
+            finding.notes.append(
+                "tied: "
+                + ", ".join(dict.fromkeys(shares[id(group)]))
+                + " use this weight; its weight, gradient "
+                "and optimizer state are counted once, here"
+            )
+        yield finding
+
+
+def _price_tied(ctx: FileContext, group: ParamGroup, tie: Tie, per_param: int):
+    """A tied head: its weight is the embedding's parameter, so it adds no weight, gradient or optimizer
+    state; only a bias of its own (nn.Linear with bias) costs anything."""
+    biased = group.qualname == LINEAR and not _is_false(_arg(group.node, 2, "bias"))
+    own = group.count * group.dims["out"] if biased else Q.const(0)
+    cost = make_cost(1, [("P own", own)], per_param, "to train beyond the shared weight (its bias)")
+    cost.formula = f"{cost.formula.removesuffix(' B')} B per parameter"
+    where = f" in {group.cls}" if group.cls else ""
+    shared = tied_weight(group)
+    count = f"{costs.human_count(int(shared.value))} parameters" if shared.known else "its parameters"
+    message = (
+        f"{group.label}({group.size_text()}){where}: tied to {tie.source_text}, shares the embedding's storage "
+        f"(no extra weight, gradient or optimizer state; {count} counted once)"
+    )
+    return ctx.finding(
+        group.node, "MEM301", message, cost, notes=[tie.note()], drivers=_drivers([("P", shared)])
+    )
 
 
 def _price_group(ctx: FileContext, group: ParamGroup, per_param: int):
