@@ -121,11 +121,12 @@ class ParamCount:
     unresolved: list[str] = field(default_factory=list)
     uncounted: list[str] = field(default_factory=list)
     classes: int = 0
+    notes: list[str] = field(default_factory=list)  # ties: "lm_head.weight is tied to wte.weight: ..."
 
 
 def count_run_parameters(contexts: list[FileContext]) -> ParamCount:
     """Parameters of the model(s): every class's own constructors, times how often its parents build it."""
-    from memlint.checks.params import count_parameters  # the family-3 counter
+    from memlint.checks.params import count_parameters, tied_parameters, tied_weight  # the family-3 counter
 
     own: dict[str, int] = {}
     pending: dict[str, list] = {}  # class -> groups whose sizes come from the constructor's arguments
@@ -136,11 +137,26 @@ def count_run_parameters(contexts: list[FileContext]) -> ParamCount:
     for ctx in contexts:
         for name, info in ctx.module.classes.items():
             classes.setdefault(name, (ctx, info))
+    every = [g for ctx in contexts for g in count_parameters(ctx)]
+    shared: dict[int, int] = {}  # id(group) -> parameters its weight shares with a tied one (counted there)
+    whole: set[int] = set()  # tied groups with no parameter of their own, whatever their sizes
+    for ctx in contexts:
+        for tie in tied_parameters(ctx, classes, every):
+            if tie.active:
+                weight = tied_weight(tie.group)
+                if weight.known:
+                    shared[id(tie.group)] = int(weight.value)
+                elif _bias_free(tie.group):
+                    whole.add(id(tie.group))
+            result.notes.append(tie.note())
+    for ctx in contexts:
         for group in count_parameters(ctx):
+            if id(group) in whole:
+                continue
             if not group.total.known:
                 pending.setdefault(group.cls, []).append((ctx, group))
                 continue
-            value = int(group.total.value)
+            value = int(group.total.value) - shared.get(id(group), 0)
             if group.params_per_instance.known:
                 result.largest = max(result.largest, int(group.params_per_instance.value))
             if group.cls:
@@ -184,6 +200,14 @@ def count_run_parameters(contexts: list[FileContext]) -> ParamCount:
     result.total = free + sum(total(r) for r in roots)
     result.classes = len(roots)
     return result
+
+
+def _bias_free(group) -> bool:
+    """A tied nn.Linear without a bias, or a tied embedding: none of its parameters are its own."""
+    return group.qualname != "torch.nn.Linear" or any(
+        kw.arg == "bias" and isinstance(kw.value, ast.Constant) and kw.value.value is False
+        for kw in group.node.keywords
+    )
 
 
 def _bound_params(ctx, sub, parent_info, groups, child, resolved: set[int]) -> int:
@@ -457,6 +481,7 @@ def estimate(
     total += max(parts["step temporaries"], activations)
     not_covered = [f"parameters of {u}" for u in params.unresolved] + not_covered + model_missing
     notes.extend(model_notes)
+    notes.extend(params.notes)
     if params.uncounted:
         not_covered.append("parameters of " + ", ".join(params.uncounted) + " (module kind not sized)")
     lower_bound = bool(not_covered)  # parameters or activations named above could not be priced
