@@ -397,3 +397,134 @@ def test_tokens_followed_into_the_module_when_it_reshapes_them_itself(tmp_path):
     assert "3,250 tokens" in found.message  # T·N inside the module, not the table's num_queries
     assert found.cost.bytes == costs.eager_attention_bytes(16, 4, 3250, 3250, 4)
     assert any("followed into the module" in note for note in found.notes)
+
+
+# --- MEM203: tuple-unpacking loops bind by position; two token inputs are cross-attention -----------------
+
+PERCEIVER = """
+import torch
+from torch import nn
+
+
+class PerceiverAttention(nn.Module):
+    def __init__(self, embed_dim, n_heads=8, head_dim=64):
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, head_dim
+        self.q_proj = nn.Linear(embed_dim, n_heads * head_dim, bias=False)
+        self.k_proj = nn.Linear(embed_dim, n_heads * head_dim, bias=False)
+        self.v_proj = nn.Linear(embed_dim, n_heads * head_dim, bias=False)
+
+    def forward(self, context, latents):
+        batch, seq, dim = context.shape[:3]
+        kv = torch.cat([context, latents], dim=-2)
+        q = self.q_proj(latents).view(batch, -1, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(kv).view(batch, -1, self.n_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(kv).view(batch, -1, self.n_heads, self.head_dim).transpose(1, 2)
+        scores = torch.einsum("b h i d, b h j d -> b h i j", q * self.head_dim**-0.5, k)
+        return torch.einsum("b h i j, b h j d -> b h i d", scores.softmax(dim=-1), v)
+
+
+class MLP(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.fc = nn.Linear(dim, dim)
+
+    def forward(self, hidden_states):
+        return self.fc(hidden_states)
+
+
+class Resampler(nn.Module):
+    def __init__(self, embed_dim=512, depth=6, n_heads=8, n_latents=64):
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(n_latents, embed_dim))
+        self.blocks = nn.ModuleList(
+            [
+                nn.ModuleList([PerceiverAttention(embed_dim, n_heads=n_heads), MLP(embed_dim)])
+                for _ in range(depth)
+            ]
+        )
+
+    def forward(self, context):
+        latents = self.latents.repeat(context.shape[0], 1, 1)
+        for attn, ff in self.blocks:
+            latents = APPLY + latents
+            latents = ff(latents) + latents
+        return latents
+"""
+
+
+def test_perceiver_pairs_loop_is_cross_attention_not_self_attention(tmp_path, capsys):
+    # `for attn, ff in self.blocks`: attn is the attention, ff the MLP; attn(context, latents) is cross
+    write(tmp_path, PERCEIVER.replace("APPLY", "attn(context, latents)"))
+    assert findings(tmp_path, "MEM203", N=4096, B=8) == []
+    code = main([str(tmp_path), "--no-config", "--dim", "N=4096", "--dim", "B=8", "--select", "MEM203"])
+    out = capsys.readouterr().out
+    assert code == 0 and "ff(latents)" not in out and "MEM203" not in out
+
+
+def test_perceiver_pairs_loop_with_attn_of_latents_is_self_attention(tmp_path, capsys):
+    write(tmp_path, PERCEIVER.replace("APPLY", "attn(latents)"))
+    (found,) = findings(tmp_path, "MEM203", N=4096, B=8)
+    assert "PerceiverAttention applied as self-attention over 4,096 tokens x 6 uses" in found.message
+    assert "applied at line" not in found.message  # the loop name is the attention module itself
+    assert found.span.line == PERCEIVER.splitlines().index("            latents = APPLY + latents") + 1
+    assert sizes(found)["H"].value == 8 and sizes(found)["uses"].value == 6
+    one = costs.score_tensor_bytes(8, 8, 4096, 4096, 4)
+    assert found.cost.bytes == (6 * 1 + 2) * one  # 6 uses keep 1 score tensor each, one peaks at 3
+    code = main([str(tmp_path), "--no-config", "--dim", "N=4096", "--dim", "B=8", "--select", "MEM203"])
+    out = capsys.readouterr().out
+    assert code == 1 and "attn(latents)" not in out.split("MEM203", 1)[1].splitlines()[0]
+
+
+def test_pairs_loop_binds_names_by_position_in_sequential_and_tuples(tmp_path):
+    source = (
+        PRENORM_ATTENTION
+        + """
+
+class Net(nn.Module):
+    def __init__(self, depth=3):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [nn.Sequential(FeedForward(512), Attention(512, heads=4)) for _ in range(depth)]
+        )
+        self.pairs = nn.ModuleList([nn.ModuleList([FeedForward(512), nn.ModuleList([nn.LayerNorm(512), Attention(512)])])])
+
+    def forward(self, x, context):
+        for i, (ff, attn) in enumerate(self.layers):
+            x = ff(x) + x  # the feed-forward: not the attention
+            x = attn(x, context=context) + x  # cross-attention
+        for ff, (norm, attn) in self.pairs:
+            x = ff(norm(x)) + attn(norm(x), context)  # norm(x): the LayerNorm, never the attention
+        return x
+"""
+    )
+    write(tmp_path, source)
+    assert findings(tmp_path, "MEM203", N=4096, B=8) == []
+    write(tmp_path, source.replace("attn(x, context=context)", "attn(x)"))
+    (found,) = findings(tmp_path, "MEM203", N=4096, B=8)
+    assert "Attention applied as self-attention over 4,096 tokens x 3 uses" in found.message
+    assert sizes(found)["H"].value == 4  # the Attention(512, heads=4) at position 1, not the other one
+
+
+def test_two_token_inputs_are_cross_attention_but_a_mask_is_not(tmp_path):
+    source = (
+        PRENORM_ATTENTION
+        + """
+
+class Net(nn.Module):
+    def __init__(self, depth=2):
+        super().__init__()
+        self.blocks = nn.ModuleList([Attention(512, heads=8) for _ in range(depth)])
+
+    def forward(self, x, memory):
+        for blk in self.blocks:
+            x = blk(x, memory) + x
+        return x
+"""
+    )
+    write(tmp_path, source)
+    # a call was found and it is cross-attention: the container fallback does not report it either
+    assert findings(tmp_path, "MEM203", N=4096, B=8) == []
+    write(tmp_path, source.replace("blk(x, memory)", "blk(x, x)"))
+    (found,) = findings(tmp_path, "MEM203", N=4096, B=8)
+    assert "over 4,096 tokens x 2 uses" in found.message

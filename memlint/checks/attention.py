@@ -410,7 +410,11 @@ def module_uses(ctx: FileContext, func, info, facts: FunctionFacts, wanted):
             continue
         for value, scope, direct in _callee_values(ctx, node.func, func, info, facts, loop_sources):
             for ctor, counts in _constructions(ctx, value, wanted):
-                if isinstance(direct, list):  # a loop over a container: the element itself is applied
+                if isinstance(direct, Bound):  # a loop name: only the modules at its position are applied
+                    if direct.restricted and not any(ctor is n for e in direct for n in ast.walk(e)):
+                        continue  # `for attn, ff in self.blocks`: `ff(x)` does not apply the attention
+                    yield Use(node, ctor, scope, counts, any(ctor is e for e in direct))
+                elif isinstance(direct, list):  # a loop over a container: the element itself is applied
                     yield Use(node, ctor, scope, counts, any(ctor is e for e in direct))
                 else:
                     yield Use(node, ctor, scope, counts, direct and not _is_container(ctx, value))
@@ -432,10 +436,16 @@ def _callee_values(ctx, callee, func, info, facts, loop_sources):
                     return
     if isinstance(callee, ast.Name):
         if callee.id in loop_sources and info is not None:
-            source = loop_sources[callee.id]
+            source, position = _binding(loop_sources[callee.id], callee)
             if source in info.attrs:
                 value, method = info.attrs[source]
-                yield value, Scope(method, info), _elements(ctx, value)
+                elements = _elements(ctx, value)
+                if position:
+                    # a tuple-unpacking loop over pairs: the name is bound to the module at its position
+                    elements = [m for e in elements if (m := _at_position(ctx, e, position)) is not None]
+                    if not elements:
+                        return  # the pairs cannot be read: which module this name is stays unknown
+                yield value, Scope(method, info), Bound(elements, restricted=bool(position))
                 return
         for value in facts.names.get(callee.id, [])[-1:]:
             if isinstance(value, ast.Call):
@@ -453,21 +463,77 @@ def _elements(ctx: FileContext, value: ast.AST) -> list[ast.AST]:
     return []
 
 
-def _loop_sources(func) -> dict[str, str]:
-    """`for blk in self.blocks` / `zip(self.a, self.b)` / `enumerate(self.blocks)`: loop name → attribute."""
-    sources: dict[str, str] = {}
+class Bound(list):
+    """The modules a loop name is bound to; `restricted`: by position inside each element of the container
+    (`for attn, ff in self.blocks` over ModuleList([ModuleList([Attn(), FF()]), ...]) binds attn to Attn())."""
+
+    def __init__(self, elements, restricted: bool = False):
+        super().__init__(elements)
+        self.restricted = restricted
+
+
+def _members(ctx: FileContext, element: ast.AST) -> list[ast.AST] | None:
+    """The modules an element of a container unpacks into, in order: ModuleList([a, b]), Sequential(a, b),
+    [a, b], (a, b). None when the element is not such a sequence (a custom module, a helper's result)."""
+    if isinstance(element, (ast.List, ast.Tuple)):
+        members = list(element.elts)
+    elif isinstance(element, ast.Call) and ctx.qualname(element.func) in (
+        "torch.nn.ModuleList",
+        "torch.nn.Sequential",
+    ):
+        if element.keywords:
+            return None
+        if len(element.args) == 1 and isinstance(element.args[0], (ast.List, ast.Tuple)):
+            members = list(element.args[0].elts)
+        elif ctx.qualname(element.func) == "torch.nn.Sequential":
+            members = list(element.args)
+        else:
+            return None
+    else:
+        return None
+    return None if any(isinstance(m, ast.Starred) for m in members) else members
+
+
+def _at_position(ctx: FileContext, element: ast.AST, position: tuple[int, ...]) -> ast.AST | None:
+    """The module at `position` (indices, outermost first) inside an element of a container, or None."""
+    for index in position:
+        members = _members(ctx, element)
+        if members is None or index >= len(members):
+            return None
+        element = members[index]
+    return element
+
+
+def _loop_sources(func) -> dict[str, list]:
+    """`for blk in self.blocks` / `zip(self.a, self.b)` / `enumerate(self.blocks)` / `for attn, ff in
+    self.blocks`: loop name → (attribute, position of the name inside each element; () for the element)."""
+    sources: dict[str, list] = {}
     for node in ast.walk(func):
-        if not isinstance(node, (ast.For, ast.comprehension)):
+        if isinstance(node, (ast.For, ast.AsyncFor)):
+            loops = [node]
+        elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            loops = node.generators
+        else:
             continue
-        pairs = _loop_pairs(node.target, node.iter)
-        sources.update(pairs)
+        lines = (node.lineno, getattr(node, "end_lineno", node.lineno))
+        for loop in loops:
+            for name, bound in _loop_pairs(loop.target, loop.iter).items():
+                sources.setdefault(name, []).append((lines, bound))
     return sources
 
 
-def _loop_pairs(target, iterable) -> dict[str, str]:
+def _binding(bindings: list, callee: ast.AST) -> tuple[str, tuple[int, ...]]:
+    """The loop binding of a name at a call: the innermost loop around it (a name reused by two loops
+    is bound by each in its own body), else the last loop that binds it."""
+    line = getattr(callee, "lineno", 0)
+    around = [(lines, bound) for lines, bound in bindings if lines[0] <= line <= lines[1]]
+    return max(around, key=lambda b: b[0][0])[1] if around else bindings[-1][1]
+
+
+def _loop_pairs(target, iterable) -> dict[str, tuple[str, tuple[int, ...]]]:
     if isinstance(iterable, ast.Attribute) and isinstance(iterable.value, ast.Name):
         if iterable.value.id == "self":
-            return {name: iterable.attr for name in _names(target)}
+            return {name: (iterable.attr, position) for name, position in _positions(target)}
         return {}
     if isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name):
         if iterable.func.id == "enumerate" and iterable.args and isinstance(target, ast.Tuple):
@@ -480,11 +546,18 @@ def _loop_pairs(target, iterable) -> dict[str, str]:
     return {}
 
 
-def _names(target) -> list[str]:
+def _positions(target, position: tuple[int, ...] = ()) -> list[tuple[str, tuple[int, ...]]]:
+    """Names a loop target binds, each with its position: `attn, (ff, norm)` → attn (0,), ff (1, 0), norm (1, 1).
+    Names after a starred name have no fixed position and are not bound."""
     if isinstance(target, ast.Name):
-        return [target.id]
+        return [(target.id, position)]
     if isinstance(target, (ast.Tuple, ast.List)):
-        return [n for e in target.elts for n in _names(e)]
+        found = []
+        for index, elt in enumerate(target.elts):
+            if isinstance(elt, ast.Starred):
+                break
+            found += _positions(elt, (*position, index))
+        return found
     return []
 
 
@@ -637,6 +710,7 @@ def attention_modules(ctx: FileContext):
     if "MultiheadAttention" not in text and not eager:
         return
     reported: set[int] = set()
+    applied: set[int] = set()
     for func, info in ctx.module.iter_functions():
         facts = ctx.facts(func, info)
         if "MultiheadAttention" in text:
@@ -652,7 +726,11 @@ def attention_modules(ctx: FileContext):
                     if found is not None:
                         reported.add(key)
                         yield found
-    yield from _unused_containers(ctx, eager, reported)
+                # a call of it was found and judged: the container fallback must not report it again
+                # (as self-attention with "no call of it was found")
+                if key in reported or applied_as_cross_attention(ctx, use):
+                    applied.add(id(use.ctor))
+    yield from _unused_containers(ctx, eager, reported | applied)
 
 
 # --- MEM202 ------------------------------------------------------------------------------------------
@@ -829,11 +907,33 @@ def _mha_cost(ctx: FileContext, count: Q, b: Q, h: Q, nq: Q, nk: Q, dropout: boo
 # --- MEM203 ------------------------------------------------------------------------------------------
 
 
-def _self_attention_finding(ctx: FileContext, use: Use, facts: FunctionFacts, eager: dict[str, str]):
-    call = use.call
+def _query_of(call: ast.Call) -> ast.AST | None:
     query = call.args[0] if call.args and not isinstance(call.args[0], ast.Starred) else None
     if query is None:
         query = next((kw.value for kw in call.keywords if kw.arg in ("x", "hidden_states", "query")), None)
+    return query
+
+
+def applied_as_cross_attention(ctx: FileContext, use: Use) -> bool:
+    """The call applies the module to two distinct token inputs (queries from one, keys/values from the
+    other): `attn(context, latents)` in a perceiver is cross-attention, not self-attention over N tokens.
+    Strict: a second input that is a mask, a position or a flag does not make it cross-attention."""
+    query = _query_of(use.call)
+    return query is not None and _is_cross_attention(use.call, query, _forward_params(ctx, use))
+
+
+def _forward_params(ctx: FileContext, use: Use) -> list[str]:
+    """Parameter names (after self) of the forward the call runs, when the call applies the class itself."""
+    info = ctx.module.classes.get(ctx.qualname(use.ctor.func)) if use.direct else None
+    forward = info.methods.get("forward") if info is not None else None
+    if forward is None:
+        return []
+    return [a.arg for a in forward.args.posonlyargs + forward.args.args][1:]
+
+
+def _self_attention_finding(ctx: FileContext, use: Use, facts: FunctionFacts, eager: dict[str, str]):
+    call = use.call
+    query = _query_of(call)
     if query is None or _is_cross_attention(call, query):
         return None
     shape = facts.shape(query)
@@ -882,10 +982,59 @@ def _tokens_inside(ctx: FileContext, ctor: ast.Call, shape) -> Q | None:
     return None
 
 
-def _is_cross_attention(call: ast.Call, query: ast.AST) -> bool:
-    others = [a for a in call.args[1:] if not isinstance(a, ast.Starred)]
+def _is_cross_attention(call: ast.Call, query: ast.AST, params: list[str] | None = None) -> bool:
+    """Any input beside the query (positional, or a context keyword) that differs from it: not priced as
+    self-attention. With `params` (the forward's parameter names) the test is strict: a positional argument
+    that is a constant, or that is (or is bound to a parameter) named like a mask, a position or a bias
+    (`block(hidden_state, attention_mask)`), is not a second token source."""
+    others = []
+    for index, arg in enumerate(call.args):
+        if isinstance(arg, ast.Starred):
+            if params is None:
+                continue
+            break  # the positions of what follows are unknown
+        if index == 0:
+            continue
+        if params is not None:
+            param = params[index] if index < len(params) else ""
+            if isinstance(arg, ast.Constant) or _not_tokens(param) or _not_tokens(_input_name(arg)):
+                continue
+        others.append(arg)
     others += [kw.value for kw in call.keywords if kw.arg in CONTEXT_KEYWORDS]
     return any(not _same(other, query) and not _is_none(other) for other in others)
+
+
+# Inputs of an attention call that carry no tokens of their own (masks, positions, biases, flags, caches).
+NOT_TOKEN_WORDS = (
+    "mask",
+    "pos",
+    "bias",
+    "rope",
+    "rotary",
+    "freqs",
+    "size",
+    "shape",
+    "index",
+    "idx",
+    "cache",
+    "past",
+)
+
+
+def _not_tokens(name: str) -> bool:
+    low = name.lower()
+    return bool(low) and any(word in low for word in NOT_TOKEN_WORDS)
+
+
+def _input_name(expr: ast.AST) -> str:
+    """The name an argument is read from: `mask`, `self.pos_embed`, `attention_mask[:, None]`; '' otherwise."""
+    while isinstance(expr, ast.Subscript):
+        expr = expr.value
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Attribute):
+        return expr.attr
+    return ""
 
 
 def _is_none(expr) -> bool:
