@@ -39,6 +39,7 @@ NEAR_SHARE = 0.9  # MEM502: within 10 % of usable
 # torch.nn modules with parameters that count_parameters does not size (said in the estimate, not guessed)
 # (RNNs, norms and PReLU are sized by checks/params.py since the activation model; the Transformer* stacks
 # are not.)
+MAX_UNCOUNTED = 8  # submodules of unsized kinds named in the breakdown (the rest counted)
 UNCOUNTED_PARAM_MODULES = re.compile(r"^torch\.nn\.(Transformer\w*)$")
 
 
@@ -168,7 +169,9 @@ def count_run_parameters(contexts: list[FileContext]) -> ParamCount:
     for name, (ctx, info) in classes.items():
         for attr, sub in info.submodules.items():
             child = sub.qualname.rsplit(".", 1)[-1]
-            if UNCOUNTED_PARAM_MODULES.match(sub.qualname):
+            if UNCOUNTED_PARAM_MODULES.match(sub.qualname) or (
+                info.is_module and _foreign_module(sub.qualname, classes)
+            ):
                 result.uncounted.append(f"{attr} = {sub.qualname.replace('torch.nn.', 'nn.')} in {name}")
             if child not in classes or child == name:
                 continue
@@ -207,6 +210,16 @@ def _bias_free(group) -> bool:
     return group.qualname != "torch.nn.Linear" or any(
         kw.arg == "bias" and isinstance(kw.value, ast.Constant) and kw.value.value is False
         for kw in group.node.keywords
+    )
+
+
+def _foreign_module(qualname: str, classes: dict) -> bool:
+    """A class from outside the scanned files (HF's `Conv1D`, a library block): its parameters are unknown."""
+    leaf = qualname.rsplit(".", 1)[-1]
+    return (
+        leaf[:1].isupper()
+        and leaf not in classes
+        and not qualname.startswith(("torch.", "builtins.", "typing.", "dataclasses.", "collections."))
     )
 
 
@@ -483,7 +496,10 @@ def estimate(
     notes.extend(model_notes)
     notes.extend(params.notes)
     if params.uncounted:
-        not_covered.append("parameters of " + ", ".join(params.uncounted) + " (module kind not sized)")
+        shown = ", ".join(params.uncounted[:MAX_UNCOUNTED])
+        more = len(params.uncounted) - MAX_UNCOUNTED
+        shown += f" and {more} more" if more > 0 else ""
+        not_covered.append(f"parameters of {shown} (a module kind memlint does not size, or a class whose file was not scanned)")
     lower_bound = bool(not_covered)  # parameters or activations named above could not be priced
     not_covered.append(
         "kernel workspaces (cuBLAS, cuDNN's RNN reserve, cuSOLVER), the loss computed outside the model"

@@ -233,3 +233,45 @@ def test_breakdown_says_what_it_does_not_cover(tmp_path):
     # the MLP's input has no shape memlint can know (no `x.shape` unpacking, no size): said, not guessed
     assert "activations of input x of MLP.forward" in text and "shape unknown" in text
     assert "lower bound" in text
+
+
+def test_classes_from_relative_imports_are_counted_and_foreign_ones_named(tmp_path):
+    """`from .layers import Block` is the project's own class (counted when its file is scanned);
+    `from somelib import FancyProj` is not seen: its parameters are named as not covered, not taken as 0."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "layers.py").write_text(
+        textwrap.dedent(
+            """
+            import torch.nn as nn
+
+            class Block(nn.Module):
+                def __init__(self, d=64):
+                    super().__init__()
+                    self.lin = nn.Linear(d, d)
+            """
+        )
+    )
+    (pkg / "model.py").write_text(
+        textwrap.dedent(
+            """
+            import torch.nn as nn
+            from somelib import FancyProj
+            from .layers import Block
+
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.blocks = nn.ModuleList([Block(64) for _ in range(3)])
+                    self.proj = FancyProj(64, 64)
+            """
+        )
+    )
+    (tmp_path / "config.yaml").write_text("training: {batch_size: 2}\n")
+    settings = Settings(root=tmp_path, cache=False, jobs=1)
+    report = memlint.check([str(pkg), str(tmp_path / "config.yaml")], settings, gpu="H100")
+    est = max((b for b in report.budgets if b.files), key=lambda b: b.total_bytes)
+    assert est.params == 3 * (64 * 64 + 64)
+    assert any("proj = somelib.FancyProj in Net" in line for line in est.not_covered)
+    assert est.lower_bound

@@ -258,9 +258,15 @@ def _index_imports(module: PythonModule) -> None:
                 else:
                     top = alias.name.split(".")[0]
                     module.imports.setdefault(top, top)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+        elif isinstance(node, ast.ImportFrom) and (node.module or node.level):
+            # `from ...pytorch_utils import Conv1D` -> "...pytorch_utils.Conv1D": a class of the same package
+            # (matched by its name when that file is scanned too), never mistaken for a torch name
+            base = "." * node.level + (node.module or "")
             for alias in node.names:
-                module.imports[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+                if alias.name != "*":
+                    module.imports[alias.asname or alias.name] = (
+                        f"{base}.{alias.name}" if node.module else base + alias.name
+                    )
 
 
 def _index_class(module: PythonModule, node: ast.ClassDef) -> ClassInfo:
