@@ -499,7 +499,9 @@ def estimate(
         shown = ", ".join(params.uncounted[:MAX_UNCOUNTED])
         more = len(params.uncounted) - MAX_UNCOUNTED
         shown += f" and {more} more" if more > 0 else ""
-        not_covered.append(f"parameters of {shown} (a module kind memlint does not size, or a class whose file was not scanned)")
+        not_covered.append(
+            f"parameters of {shown} (a module kind memlint does not size, or a class whose file was not scanned)"
+        )
     lower_bound = bool(not_covered)  # parameters or activations named above could not be priced
     not_covered.append(
         "kernel workspaces (cuBLAS, cuDNN's RNN reserve, cuSOLVER), the loss computed outside the model"
