@@ -128,7 +128,7 @@ def _group(ctx: FileContext, node: ast.Call, name: str, func, info) -> ParamGrou
         return None
     attr, count_exprs = _owner(ctx, node, func, info)
     count = product(ctx.evaluator.eval(expr, scope) for expr in count_exprs)
-    key = _container_key(ctx, node, func)
+    key = _container_key(ctx, node, func) if _may_tie(ctx) else ""  # the key only serves tie paths
     return ParamGroup(
         info.name if info else "",
         attr,
@@ -142,6 +142,14 @@ def _group(ctx: FileContext, node: ast.Call, name: str, func, info) -> ParamGrou
         info,
         f"{attr}.{key}" if attr and key else attr,
     )
+
+
+def _may_tie(ctx: FileContext) -> bool:
+    """The file has the text a tie needs (an assigned `.weight`, a tie helper, `_tied_weights_keys`)."""
+    if "may_tie" not in ctx.__dict__:
+        text = ctx.module.text
+        ctx.__dict__["may_tie"] = "_tied_weights_keys" in text or TIE_TEXT.search(text) is not None
+    return ctx.__dict__["may_tie"]
 
 
 def _container_key(ctx: FileContext, node: ast.Call, func) -> str:
@@ -353,6 +361,7 @@ def _target_name(stmt: ast.Assign | ast.AnnAssign) -> str:
 TIE_KEY = "tie_word_embeddings"
 TIE_CALLS = {"post_init", "tie_weights", "init_weights"}  # the HF methods that apply `_tied_weights_keys`
 TIE_HELPERS = {"_tie_or_clone_weights", "_tie_embedding_weights"}  # older HF: helper(output, input)
+TIE_TEXT = re.compile(r"\.weight\s*=[^=]|" + "|".join(sorted(TIE_HELPERS)))  # text a tie needs
 TIEABLE = {LINEAR, *EMBEDDINGS}
 
 
@@ -408,8 +417,14 @@ def tied_parameters(ctx: FileContext, classes: dict | None = None, groups: list 
     groups = groups if groups is not None else count_parameters(ctx)
     ties: list[Tie] = []
     seen: set[tuple[str, str]] = set()
+    if not _may_tie(ctx):  # most files tie nothing: skip the tree walks
+        if own:
+            ctx.__dict__["tied_parameters"] = []
+        return []
+    assigns = TIE_TEXT.search(ctx.module.text) is not None
     for name, info in ctx.module.classes.items():
-        for tie in [*_assigned_ties(ctx, info), *_declared_ties(ctx, info, classes)]:
+        assigned = _assigned_ties(ctx, info) if assigns else ()
+        for tie in [*assigned, *_declared_ties(ctx, info, classes)]:
             if (name, tie.target) in seen:
                 continue
             seen.add((name, tie.target))
