@@ -153,9 +153,9 @@ class _Checkpoint:
 
     def loop(self, step: StepAppend) -> Fix:
         self._refuse_control_flow(step)
-        call, producer = self._single_call(step)
+        call, _ = self._single_call(step)
         if call is not None:
-            return self._wrap(call, step, producer)
+            return self._wrap(call)
         return self._nested(step)
 
     def comprehension(self, comp: ast.ListComp | ast.GeneratorExp) -> Fix:
@@ -163,15 +163,7 @@ class _Checkpoint:
         self._refuse_one_torch_op(call)
         if not (isinstance(call, ast.Call) and self._simple_call(call)):
             raise NoFix("the comprehension's element is not one call on names and slices")
-        if self._calls_checkpoint([call]):
-            raise NoFix("the step is already checkpointed")
-        name, imports = self._checkpoint_name()
-        new = self._checkpoint_call(name, call)
-        return Fix(
-            "unsafe",
-            self._message(ast.unparse(call.func), name),
-            (self._replace(call, self._fit(call, new)), *imports),
-        )
+        return self._wrap(call)
 
     # --- one call ------------------------------------------------------------------------------
 
@@ -220,7 +212,8 @@ class _Checkpoint:
             _cheap(kw.value) for kw in call.keywords
         )
 
-    def _wrap(self, call: ast.Call, step: StepAppend, producer: ast.Assign | None) -> Fix:
+    def _wrap(self, call: ast.Call) -> Fix:
+        """The step's one call, run under checkpoint in place."""
         if self._calls_checkpoint([call]):
             raise NoFix("the step is already checkpointed")
         name, imports = self._checkpoint_name()
