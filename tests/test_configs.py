@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from seed_models import CFG_ATTENTION
 
 from memlint.cli import main
 from memlint.engine import check, run_options
@@ -263,21 +264,9 @@ def test_lightning_precision_changes_the_priced_logits(tmp_path, capsys):
     assert seen == {"32-true": 3 * B * T * V * 4, "bf16-true": 3 * B * T * V * 2, "64": 3 * B * T * V * 8}
 
 
-ATTENTION = """import torch.nn as nn
-import torch.nn.functional as F
-
-
-class Attn(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        self.qkv = nn.Linear(cfg.model.d_model, 3 * cfg.model.d_model)
-        self.h = cfg.model.n_heads
-
-    def forward(self, x):
-        B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4)
-        return (F.softmax(q @ k.transpose(-2, -1), dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
-
+ATTENTION = (
+    CFG_ATTENTION
+    + """
 
 class Encoder(nn.Module):
     def __init__(self, cfg):
@@ -292,6 +281,7 @@ class Encoder(nn.Module):
         q, k, v = self.qkv(x).view(B, T, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4)
         return (F.softmax(q @ k.transpose(-2, -1), dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
 """
+)
 
 
 @pytest.mark.parametrize("key", ["gradient_checkpointing", "activation_checkpointing"])

@@ -5,24 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from seed_models import CFG_ATTENTION
+
 import memlint
 from memlint.settings import Settings
 
-MODEL = """import torch.nn as nn
-import torch.nn.functional as F
-
-
-class Attn(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        self.qkv = nn.Linear(cfg.model.d_model, 3 * cfg.model.d_model)
-        self.h = cfg.model.n_heads
-
-    def forward(self, x):
-        B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4)
-        return (F.softmax(q @ k.transpose(-2, -1), dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
-"""
+MODEL = CFG_ATTENTION
 
 FILES = {
     "conf/config.yaml": "defaults:\n  - model: small\n  - training@training: default\n"
